@@ -1,0 +1,16 @@
+//! One module per subcommand.
+
+mod cri;
+mod image;
+mod version;
+
+use crate::cli::Command;
+
+/// Run a subcommand.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Cri(args) => cri::run(args).await,
+        Command::Image(command) => image::run(command).await,
+        Command::Version(args) => version::run(args).await,
+    }
+}

@@ -1,0 +1,52 @@
+//! The agent's config file (`/etc/capstan/config.yaml`).
+
+use std::path::Path;
+
+use anyhow::Context;
+use cri_shim::config::RuntimeConfig;
+use serde::Deserialize;
+
+/// Top-level config file. Sections for the kubelet, proxy and DNS join as they are built.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The built-in CRI runtime.
+    pub runtime: RuntimeConfig,
+}
+
+impl ConfigFile {
+    /// Load `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+        };
+        serde_yaml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_section_parses_and_typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "runtime:\n  root: /tmp/x\n  registries:\n    127.0.0.1:5000:\n      insecure: true\n      mirrors: [\"127.0.0.1:6000\"]\n  unpackLimits:\n    maxLayerEntries: 10\n",
+        )
+        .unwrap();
+        let config = ConfigFile::load(&path).unwrap();
+        assert_eq!(config.runtime.root, Path::new("/tmp/x"));
+        assert!(config.runtime.registry("127.0.0.1:5000").insecure);
+        assert_eq!(config.runtime.unpack_limits.limits().max_entries, 10);
+
+        std::fs::write(&path, "runtime:\n  rot: /tmp/x\n").unwrap();
+        let err = format!("{:#}", ConfigFile::load(&path).unwrap_err());
+        assert!(err.contains("rot"), "{err}");
+        assert!(ConfigFile::load(&dir.path().join("absent.yaml")).is_ok());
+    }
+}

@@ -1,0 +1,1 @@
+//! CNI plugin executables (bridge, IPAM, portmap, loopback); not built yet.

@@ -1,0 +1,81 @@
+//! Registry endpoints: the mirrors configured for a registry, then the registry itself, each
+//! with a registry client built from that host's settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::{Client, Reference};
+
+use crate::config::{RegistrySettings, RuntimeConfig};
+use crate::image::error::ImageError;
+
+/// One place an image can be fetched from.
+pub struct Endpoint {
+    /// Host asked (a mirror or the registry).
+    pub host: String,
+    /// Client configured for that host.
+    pub client: Arc<Client>,
+    /// The image reference, redirected to the mirror when this is one.
+    pub reference: Reference,
+}
+
+/// Registry clients by host, reused across pulls so connections and tokens are shared.
+#[derive(Default)]
+pub struct Endpoints {
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+}
+
+impl Endpoints {
+    /// Where to fetch `reference` from, in the order to try.
+    pub fn for_reference(&self, config: &RuntimeConfig, reference: &Reference) -> Result<Vec<Endpoint>, ImageError> {
+        let registry = reference.registry().to_owned();
+        let mut endpoints = Vec::new();
+        for mirror in config.registry(&registry).mirrors {
+            let mut redirected = reference.clone();
+            redirected.set_mirror_registry(mirror.clone());
+            endpoints.push(Endpoint {
+                client: self.client(&mirror, &config.registry(&mirror))?,
+                host: mirror,
+                reference: redirected,
+            });
+        }
+        endpoints.push(Endpoint {
+            client: self.client(&registry, &config.registry(&registry))?,
+            host: registry,
+            reference: reference.clone(),
+        });
+        Ok(endpoints)
+    }
+
+    fn client(&self, host: &str, settings: &RegistrySettings) -> Result<Arc<Client>, ImageError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(host) {
+            return Ok(client.clone());
+        }
+        let mut extra_root_certificates = Vec::new();
+        if let Some(ca) = &settings.ca_file {
+            let data = std::fs::read(ca).map_err(|e| ImageError::io(format!("reading CA file {} for {host}", ca.display()), e))?;
+            extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let client = Arc::new(Client::new(ClientConfig {
+            protocol: if settings.insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: settings.skip_verify,
+            extra_root_certificates,
+            platform_resolver: None,
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            user_agent: concat!("capstan/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        }));
+        clients.insert(host.to_owned(), client.clone());
+        Ok(client)
+    }
+}

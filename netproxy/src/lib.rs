@@ -1,0 +1,1 @@
+//! Services and EndpointSlices turned into one nftables table (the kube-proxy part); not built yet.
