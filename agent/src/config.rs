@@ -50,3 +50,20 @@ mod tests {
         assert!(ConfigFile::load(&dir.path().join("absent.yaml")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod shipped_default {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_config_is_valid_and_matches_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/config.yaml");
+        let shipped = ConfigFile::load(&path).unwrap().runtime;
+        let built_in = RuntimeConfig::default();
+        assert_eq!(shipped.root, built_in.root);
+        assert_eq!(shipped.socket, built_in.socket);
+        assert_eq!(shipped.max_concurrent_downloads, built_in.max_concurrent_downloads);
+        assert_eq!(shipped.unpack_limits.limits().max_entries, built_in.unpack_limits.limits().max_entries);
+        assert_eq!(shipped.unpack_limits.limits().max_bytes, built_in.unpack_limits.limits().max_bytes);
+    }
+}

@@ -6,6 +6,7 @@
 pub mod blob;
 pub mod cache;
 pub mod catalog;
+pub mod content;
 pub mod hostile;
 pub mod layer;
 pub mod model;

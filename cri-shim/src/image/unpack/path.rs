@@ -21,17 +21,24 @@ pub(crate) enum PathProblem {
 }
 
 impl PathProblem {
-    /// The error for the entry shown as `path`.
-    pub(crate) fn into_error(self, path: &str) -> UnpackError {
-        let reason = match self {
-            Self::ParentDir => return UnpackError::EscapesRoot { path: path.to_owned() },
+    /// What is wrong, for messages.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
             Self::Empty => "empty name",
+            Self::ParentDir => "escapes the layer root",
             Self::Nul => "contains a NUL byte",
             Self::TooLong => "longer than 4096 bytes",
-        };
-        UnpackError::InvalidPath {
-            path: path.to_owned(),
-            reason,
+        }
+    }
+
+    /// The error for the entry shown as `path`.
+    pub(crate) fn into_error(self, path: &str) -> UnpackError {
+        match self {
+            Self::ParentDir => UnpackError::EscapesRoot { path: path.to_owned() },
+            _ => UnpackError::InvalidPath {
+                path: path.to_owned(),
+                reason: self.reason(),
+            },
         }
     }
 }
