@@ -58,7 +58,12 @@ pub struct CriArgs {
 #[derive(Debug, Args, Clone)]
 pub struct EndpointArgs {
     /// CRI runtime endpoint.
-    #[arg(long, global = true, default_value = "unix:///run/capstan/cri.sock", env = "CONTAINER_RUNTIME_ENDPOINT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "unix:///run/capstan/cri.sock",
+        env = "CONTAINER_RUNTIME_ENDPOINT"
+    )]
     pub runtime_endpoint: String,
 }
 

@@ -62,8 +62,17 @@ mod shipped_default {
         let built_in = RuntimeConfig::default();
         assert_eq!(shipped.root, built_in.root);
         assert_eq!(shipped.socket, built_in.socket);
-        assert_eq!(shipped.max_concurrent_downloads, built_in.max_concurrent_downloads);
-        assert_eq!(shipped.unpack_limits.limits().max_entries, built_in.unpack_limits.limits().max_entries);
-        assert_eq!(shipped.unpack_limits.limits().max_bytes, built_in.unpack_limits.limits().max_bytes);
+        assert_eq!(
+            shipped.max_concurrent_downloads,
+            built_in.max_concurrent_downloads
+        );
+        assert_eq!(
+            shipped.unpack_limits.limits().max_entries,
+            built_in.unpack_limits.limits().max_entries
+        );
+        assert_eq!(
+            shipped.unpack_limits.limits().max_bytes,
+            built_in.unpack_limits.limits().max_bytes
+        );
     }
 }

@@ -15,7 +15,11 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     Endpoint::try_from("http://localhost")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(TokioIo::new)
+            }
         }))
         .await
         .with_context(|| format!("connecting to CRI runtime at {endpoint}"))

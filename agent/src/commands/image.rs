@@ -5,7 +5,8 @@ use cri_shim::admin::image_admin_client::ImageAdminClient;
 use cri_shim::admin::ImportImageRequest;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{
-    AuthConfig, Image, ImageFilter, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest, RemoveImageRequest,
+    AuthConfig, Image, ImageFilter, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    PullImageRequest, RemoveImageRequest,
 };
 use tonic::transport::Channel;
 
@@ -24,7 +25,9 @@ pub async fn run(command: ImageCommand) -> anyhow::Result<()> {
 }
 
 async fn images(endpoint: &str) -> anyhow::Result<ImageServiceClient<Channel>> {
-    Ok(ImageServiceClient::new(cri_client::connect(endpoint).await?))
+    Ok(ImageServiceClient::new(
+        cri_client::connect(endpoint).await?,
+    ))
 }
 
 fn spec(image: &str) -> Option<ImageSpec> {
@@ -41,7 +44,9 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     if let Some(creds) = args.creds {
-        let (user, pass) = creds.split_once(':').context("--creds must be USER:PASSWORD")?;
+        let (user, pass) = creds
+            .split_once(':')
+            .context("--creds must be USER:PASSWORD")?;
         auth.username = user.to_owned();
         auth.password = pass.to_owned();
     }
@@ -55,7 +60,10 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(|s| anyhow::anyhow!("pulling {}: {}", args.image, s.message()))?;
-    println!("Image is up to date for {}", response.into_inner().image_ref);
+    println!(
+        "Image is up to date for {}",
+        response.into_inner().image_ref
+    );
     Ok(())
 }
 
@@ -63,7 +71,10 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let response = images(&args.endpoint.runtime_endpoint)
         .await?
         .list_images(ListImagesRequest {
-            filter: args.filter.as_deref().map(|f| ImageFilter { image: spec(f) }),
+            filter: args
+                .filter
+                .as_deref()
+                .map(|f| ImageFilter { image: spec(f) }),
         })
         .await
         .map_err(|s| anyhow::anyhow!("listing images: {}", s.message()))?;
@@ -112,7 +123,11 @@ fn render_table(images: &[Image], digests: bool, quiet: bool) -> String {
         .collect();
     rows.iter()
         .map(|row| {
-            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
             format!("{}\n", cells.join("   ").trim_end())
         })
         .collect()
@@ -136,7 +151,11 @@ fn split_tag(name: &str) -> (String, String) {
 }
 
 fn short_digest(digest: &str) -> String {
-    digest.trim_start_matches("sha256:").chars().take(13).collect()
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(13)
+        .collect()
 }
 
 /// Decimal units with three significant digits, as crictl prints sizes.
@@ -149,7 +168,13 @@ fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     // Three significant digits, trailing zeros dropped (printf's %.3g).
-    let decimals = if value >= 100.0 { 0 } else if value >= 10.0 { 1 } else { 2 };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
     let text = format!("{value:.decimals$}");
     let text = if text.contains('.') {
         text.trim_end_matches('0').trim_end_matches('.')
@@ -169,7 +194,9 @@ async fn inspect(args: NamedArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("inspecting {}: {}", args.image, s.message()))?
         .into_inner();
-    let image = status.image.with_context(|| format!("image {:?} not found", args.image))?;
+    let image = status
+        .image
+        .with_context(|| format!("image {:?} not found", args.image))?;
     let info: serde_json::Value = status
         .info
         .get("info")
@@ -193,7 +220,8 @@ async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<()> {
-    let path = std::fs::canonicalize(&args.file).with_context(|| format!("archive {}", args.file.display()))?;
+    let path = std::fs::canonicalize(&args.file)
+        .with_context(|| format!("archive {}", args.file.display()))?;
     let channel = cri_client::connect(&args.endpoint.runtime_endpoint).await?;
     let response = ImageAdminClient::new(channel)
         .import_image(ImportImageRequest {
@@ -226,8 +254,14 @@ mod tests {
 
     #[test]
     fn tags_split_on_the_last_colon_outside_the_host() {
-        assert_eq!(split_tag("127.0.0.1:5000/a/b:1.0"), ("127.0.0.1:5000/a/b".into(), "1.0".into()));
-        assert_eq!(split_tag("127.0.0.1:5000/a/b"), ("127.0.0.1:5000/a/b".into(), "<none>".into()));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b:1.0"),
+            ("127.0.0.1:5000/a/b".into(), "1.0".into())
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b".into(), "<none>".into())
+        );
     }
 
     #[test]
@@ -242,7 +276,11 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
         assert!(lines[0].starts_with("IMAGE") && lines[0].contains("IMAGE ID"));
-        assert!(lines[1].starts_with("x/a") && lines[1].contains(" 1 ") && lines[1].contains("abababababab"));
+        assert!(
+            lines[1].starts_with("x/a")
+                && lines[1].contains(" 1 ")
+                && lines[1].contains("abababababab")
+        );
         assert!(lines[3].contains("<none>") && lines[3].ends_with("2MB"));
     }
 }

@@ -11,7 +11,10 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
     println!("capstan {}", env!("CARGO_PKG_VERSION"));
     if let Some(endpoint) = args.runtime_endpoint {
         let mut client = RuntimeServiceClient::new(cri_client::connect(&endpoint).await?);
-        let version = client.version(VersionRequest::default()).await?.into_inner();
+        let version = client
+            .version(VersionRequest::default())
+            .await?
+            .into_inner();
         println!("RuntimeName:       {}", version.runtime_name);
         println!("RuntimeVersion:    {}", version.runtime_version);
         println!("RuntimeApiVersion: {}", version.runtime_api_version);

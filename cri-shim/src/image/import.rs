@@ -42,7 +42,11 @@ struct Importer<'a> {
 }
 
 impl<'a> Importer<'a> {
-    fn new(store: &'a ImageStore, options: &'a UnpackOptions, archive: &'a Path) -> Result<Self, ImageError> {
+    fn new(
+        store: &'a ImageStore,
+        options: &'a UnpackOptions,
+        archive: &'a Path,
+    ) -> Result<Self, ImageError> {
         let dir = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(store.root().join("tmp"))
@@ -57,7 +61,9 @@ impl<'a> Importer<'a> {
 
     fn run(self) -> Result<Vec<ImageRecord>, ImageError> {
         self.extract()?;
-        let records = if self.dir.path().join("index.json").is_file() && self.dir.path().join("oci-layout").is_file() {
+        let records = if self.dir.path().join("index.json").is_file()
+            && self.dir.path().join("oci-layout").is_file()
+        {
             self.import_oci_layout()?
         } else if self.dir.path().join("manifest.json").is_file() {
             self.import_docker_save()?
@@ -89,28 +95,39 @@ impl<'a> Importer<'a> {
     /// Unpack the archive's regular files into scratch; nothing else is created, and no
     /// name may climb out of it.
     fn extract(&self) -> Result<(), ImageError> {
-        let file = File::open(self.archive).map_err(|e| ImageError::io(format!("opening {}", self.archive.display()), e))?;
+        let file = File::open(self.archive)
+            .map_err(|e| ImageError::io(format!("opening {}", self.archive.display()), e))?;
         let mut archive = tar::Archive::new(file);
-        let entries = archive.entries().map_err(|e| self.fail(format!("not a tar archive: {e}")))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| self.fail(format!("not a tar archive: {e}")))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| self.fail(format!("reading archive: {e}")))?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let name = entry.path().map_err(|e| self.fail(format!("bad entry name: {e}")))?.into_owned();
-            let relative = safe_relative(&name).ok_or_else(|| self.fail(format!("entry {} escapes the archive", name.display())))?;
+            let name = entry
+                .path()
+                .map_err(|e| self.fail(format!("bad entry name: {e}")))?
+                .into_owned();
+            let relative = safe_relative(&name).ok_or_else(|| {
+                self.fail(format!("entry {} escapes the archive", name.display()))
+            })?;
             let target = self.dir.path().join(relative);
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(|e| ImageError::io("extracting archive", e))?;
             }
-            let mut out = File::create(&target).map_err(|e| ImageError::io("extracting archive", e))?;
-            io::copy(&mut entry, &mut out).map_err(|e| self.fail(format!("reading {}: {e}", name.display())))?;
+            let mut out =
+                File::create(&target).map_err(|e| ImageError::io("extracting archive", e))?;
+            io::copy(&mut entry, &mut out)
+                .map_err(|e| self.fail(format!("reading {}: {e}", name.display())))?;
         }
         Ok(())
     }
 
     fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T, ImageError> {
-        let bytes = fs::read(self.dir.path().join(name)).map_err(|e| self.fail(format!("reading {name}: {e}")))?;
+        let bytes = fs::read(self.dir.path().join(name))
+            .map_err(|e| self.fail(format!("reading {name}: {e}")))?;
         serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("{name} is not valid: {e}")))
     }
 
@@ -121,7 +138,8 @@ impl<'a> Importer<'a> {
     /// A small blob of the layout, verified against its descriptor.
     fn layout_blob(&self, descriptor: &Descriptor) -> Result<(Digest, Vec<u8>), ImageError> {
         let digest = descriptor.digest()?;
-        let bytes = fs::read(self.blob_path(&digest)).map_err(|_| self.fail(format!("blob {digest} is missing")))?;
+        let bytes = fs::read(self.blob_path(&digest))
+            .map_err(|_| self.fail(format!("blob {digest} is missing")))?;
         if bytes.len() > manifest::MAX_MANIFEST_BYTES * 4 {
             return Err(self.fail(format!("blob {digest} is too large for metadata")));
         }
@@ -148,12 +166,22 @@ impl<'a> Importer<'a> {
                 .annotations
                 .get(CONTAINERD_NAME)
                 .or_else(|| entry.annotations.get(REF_NAME))
-                .and_then(|n| ImageName::parse(n).ok().filter(|_| n.contains('/') || n.contains(':')).map(|_| n.clone()));
+                .and_then(|n| {
+                    ImageName::parse(n)
+                        .ok()
+                        .filter(|_| n.contains('/') || n.contains(':'))
+                        .map(|_| n.clone())
+                });
             let (top_digest, bytes) = self.layout_blob(&entry.descriptor)?;
             let (manifest_digest, manifest_bytes) = match manifest::parse(&bytes, &top_digest)? {
                 Fetched::Image(_) => (top_digest.clone(), bytes),
                 Fetched::Index(entries) => {
-                    let chosen = manifest::select_platform(&entries, "linux", manifest::host_arch(), &top_digest)?;
+                    let chosen = manifest::select_platform(
+                        &entries,
+                        "linux",
+                        manifest::host_arch(),
+                        &top_digest,
+                    )?;
                     self.layout_blob(chosen)?
                 }
             };
@@ -178,8 +206,16 @@ impl<'a> Importer<'a> {
             let name = name.map(|n| ImageName::parse(&n)).transpose()?;
             records.push(ImageRecord {
                 id: config_digest,
-                repo_tags: name.as_ref().and_then(ImageName::tagged).into_iter().collect(),
-                repo_digests: name.as_ref().map(|n| n.with_digest(&top_digest)).into_iter().collect(),
+                repo_tags: name
+                    .as_ref()
+                    .and_then(ImageName::tagged)
+                    .into_iter()
+                    .collect(),
+                repo_digests: name
+                    .as_ref()
+                    .map(|n| n.with_digest(&top_digest))
+                    .into_iter()
+                    .collect(),
                 manifest: manifest_digest,
                 manifest_size: manifest_bytes.len() as u64,
                 config_size: config_bytes.len() as u64,
@@ -241,7 +277,8 @@ impl<'a> Importer<'a> {
     }
 
     fn member_path(&self, name: &str) -> Result<PathBuf, ImageError> {
-        let relative = safe_relative(Path::new(name)).ok_or_else(|| self.fail(format!("member {name:?} escapes the archive")))?;
+        let relative = safe_relative(Path::new(name))
+            .ok_or_else(|| self.fail(format!("member {name:?} escapes the archive")))?;
         let path = self.dir.path().join(relative);
         if !path.is_file() {
             return Err(self.fail(format!("member {name:?} is missing")));
@@ -256,11 +293,14 @@ impl<'a> Importer<'a> {
     /// Copy a layer file into the blob store (verified) and unpack it if no snapshot exists.
     fn store_layer(&self, path: &Path, layer: &LayerRecord) -> Result<(), ImageError> {
         if !self.store.blobs.contains(&layer.digest) {
-            let mut file = File::open(path).map_err(|_| self.fail(format!("layer {} is missing", layer.digest)))?;
+            let mut file = File::open(path)
+                .map_err(|_| self.fail(format!("layer {} is missing", layer.digest)))?;
             let mut writer = self.store.blobs.writer(layer.digest.clone(), layer.size)?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = file.read(&mut buf).map_err(|e| ImageError::io("reading layer", e))?;
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| ImageError::io("reading layer", e))?;
                 if n == 0 {
                     break;
                 }
@@ -271,20 +311,24 @@ impl<'a> Importer<'a> {
         if self.store.snapshots.contains(&layer.diff_id) {
             return Ok(());
         }
-        let compression = Compression::from_media_type(&layer.media_type).map_err(|source| ImageError::Unpack {
-            digest: layer.digest.to_string(),
-            source,
+        let compression = Compression::from_media_type(&layer.media_type).map_err(|source| {
+            ImageError::Unpack {
+                digest: layer.digest.to_string(),
+                source,
+            }
         })?;
         let prepared = self
             .store
             .snapshots
             .prepare()
             .map_err(|e| ImageError::io("preparing snapshot", e))?;
-        let blob = File::open(self.store.blobs.path(&layer.digest)).map_err(|e| ImageError::io("opening layer blob", e))?;
-        let stats = unpack::apply_layer(blob, compression, &prepared.fs_path(), self.options).map_err(|source| ImageError::Unpack {
-            digest: layer.digest.to_string(),
-            source,
-        })?;
+        let blob = File::open(self.store.blobs.path(&layer.digest))
+            .map_err(|e| ImageError::io("opening layer blob", e))?;
+        let stats = unpack::apply_layer(blob, compression, &prepared.fs_path(), self.options)
+            .map_err(|source| ImageError::Unpack {
+                digest: layer.digest.to_string(),
+                source,
+            })?;
         if stats.diff_id != layer.diff_id.to_string() {
             return Err(ImageError::DigestMismatch {
                 expected: layer.diff_id.to_string(),
@@ -317,13 +361,16 @@ fn safe_relative(path: &Path) -> Option<PathBuf> {
 
 /// Digest, size and media type (from its magic bytes) of a layer file.
 fn describe_file(path: &Path) -> Result<(Digest, u64, &'static str), ImageError> {
-    let mut file = File::open(path).map_err(|e| ImageError::io(format!("opening {}", path.display()), e))?;
+    let mut file =
+        File::open(path).map_err(|e| ImageError::io(format!("opening {}", path.display()), e))?;
     let mut hasher = Hasher::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     let mut prefix = Vec::new();
     loop {
-        let n = file.read(&mut buf).map_err(|e| ImageError::io("reading layer", e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| ImageError::io("reading layer", e))?;
         if n == 0 {
             break;
         }

@@ -33,9 +33,10 @@ impl ImageService {
     /// Open the store under the config's root.
     pub fn open(config: Arc<RuntimeConfig>) -> Result<Self, ImageError> {
         let root = config.image_root();
-        let store = Arc::new(
-            ImageStore::open(&root).map_err(|e| ImageError::io(format!("opening image store {}", root.display()), e))?,
-        );
+        let store =
+            Arc::new(ImageStore::open(&root).map_err(|e| {
+                ImageError::io(format!("opening image store {}", root.display()), e)
+            })?);
         Ok(Self {
             puller: Puller::new(config, store.clone()),
             store,
@@ -49,12 +50,20 @@ impl ImageService {
     }
 
     /// Pull an image by reference.
-    pub async fn pull(&self, reference: &str, credentials: Option<Credentials>) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
         let name = ImageName::parse(reference)?;
         let _gate = self.gc_gate.read().await;
         let started = std::time::Instant::now();
         let span = tracing::info_span!("pull", image = %name.whole());
-        let record = self.puller.pull(&name, credentials).instrument(span).await?;
+        let record = self
+            .puller
+            .pull(&name, credentials)
+            .instrument(span)
+            .await?;
         tracing::info!(image = %name.whole(), id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
         Ok(record)
     }
@@ -66,7 +75,11 @@ impl ImageService {
             None => records.all().cloned().collect(),
             Some(f) => {
                 let name = reference::lookup_name(f);
-                records.all().filter(|r| r.matches(&name) || r.matches(f)).cloned().collect()
+                records
+                    .all()
+                    .filter(|r| r.matches(&name) || r.matches(f))
+                    .cloned()
+                    .collect()
             }
         }
     }
@@ -74,7 +87,10 @@ impl ImageService {
     /// The image a reference or ID refers to, if stored.
     pub fn find(&self, name: &str) -> Option<ImageRecord> {
         let records = self.store.records();
-        records.find(&reference::lookup_name(name)).or_else(|| records.find(name)).cloned()
+        records
+            .find(&reference::lookup_name(name))
+            .or_else(|| records.find(name))
+            .cloned()
     }
 
     /// The stored image config (JSON) of an image.
@@ -92,7 +108,10 @@ impl ImageService {
         let store = self.store.clone();
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            let found = store.records().find(&reference::lookup_name(&name)).cloned();
+            let found = store
+                .records()
+                .find(&reference::lookup_name(&name))
+                .cloned();
             let Some(record) = found else {
                 return Ok(GcReport::default());
             };
@@ -100,7 +119,9 @@ impl ImageService {
                 .records()
                 .remove(&record.id)
                 .map_err(|e| ImageError::io(format!("removing image record {}", record.id), e))?;
-            store.collect_garbage().map_err(|e| ImageError::io("collecting unused image content", e))
+            store
+                .collect_garbage()
+                .map_err(|e| ImageError::io("collecting unused image content", e))
         })
         .await
         .map_err(|e| ImageError::io("remove task", std::io::Error::other(e)))?
@@ -108,12 +129,19 @@ impl ImageService {
 
     /// Bytes and inodes used by the image filesystem.
     pub fn usage(&self) -> Result<Usage, ImageError> {
-        self.store.usage().map_err(|e| ImageError::io("measuring image store", e))
+        self.store
+            .usage()
+            .map_err(|e| ImageError::io("measuring image store", e))
     }
 
     /// Load images from an OCI layout or `docker save` archive.
     pub async fn import(&self, path: &Path) -> Result<Vec<ImageRecord>, ImageError> {
         let _gate = self.gc_gate.read().await;
-        import::import_archive(self.store.clone(), self.puller.unpack_options().clone(), path.to_owned()).await
+        import::import_archive(
+            self.store.clone(),
+            self.puller.unpack_options().clone(),
+            path.to_owned(),
+        )
+        .await
     }
 }

@@ -23,10 +23,15 @@ impl Admin {
 
 #[tonic::async_trait]
 impl ImageAdmin for Admin {
-    async fn import_image(&self, request: Request<ImportImageRequest>) -> Result<Response<ImportImageResponse>, Status> {
+    async fn import_image(
+        &self,
+        request: Request<ImportImageRequest>,
+    ) -> Result<Response<ImportImageResponse>, Status> {
         let path = request.into_inner().path;
         if !Path::new(&path).is_absolute() {
-            return Err(Status::invalid_argument(format!("archive path {path:?} must be absolute")));
+            return Err(Status::invalid_argument(format!(
+                "archive path {path:?} must be absolute"
+            )));
         }
         let records = self.images.import(Path::new(&path)).await?;
         Ok(Response::new(ImportImageResponse {

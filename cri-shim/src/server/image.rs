@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use k8s_cri::v1::image_service_server::ImageService as CriImageService;
 use k8s_cri::v1::{
-    FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec, ImageStatusRequest,
-    ImageStatusResponse, Int64Value, ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse,
-    RemoveImageRequest, RemoveImageResponse, UInt64Value,
+    FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse,
+    ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest,
+    ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+    RemoveImageResponse, UInt64Value,
 };
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
@@ -83,13 +84,28 @@ fn image_name(spec: Option<ImageSpec>) -> Result<String, Status> {
 
 #[tonic::async_trait]
 impl CriImageService for Images {
-    async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
-        let filter = request.into_inner().filter.and_then(|f| f.image).map(|s| s.image);
-        let images = self.images.list(filter.as_deref()).iter().map(|r| self.to_cri(r)).collect();
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image);
+        let images = self
+            .images
+            .list(filter.as_deref())
+            .iter()
+            .map(|r| self.to_cri(r))
+            .collect();
         Ok(Response::new(ListImagesResponse { images }))
     }
 
-    async fn image_status(&self, request: Request<ImageStatusRequest>) -> Result<Response<ImageStatusResponse>, Status> {
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
         let request = request.into_inner();
         let name = image_name(request.image)?;
         let Some(record) = self.images.find(&name) else {
@@ -98,8 +114,10 @@ impl CriImageService for Images {
         };
         let mut info = HashMap::new();
         if request.verbose {
-            let config: serde_json::Value = serde_json::from_slice(&self.images.config_json(&record)?)
-                .map_err(|e| Status::internal(format!("stored config of {} is unreadable: {e}", record.id)))?;
+            let config: serde_json::Value =
+                serde_json::from_slice(&self.images.config_json(&record)?).map_err(|e| {
+                    Status::internal(format!("stored config of {} is unreadable: {e}", record.id))
+                })?;
             let verbose = serde_json::json!({
                 "id": record.id,
                 "manifestDigest": record.manifest,
@@ -114,29 +132,42 @@ impl CriImageService for Images {
         }))
     }
 
-    async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
+    async fn pull_image(
+        &self,
+        request: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
         let request = request.into_inner();
         let name = image_name(request.image)?;
         let credentials = match &request.auth {
             Some(auth) => Credentials::from_cri(auth)?,
             None => None,
         };
-        let record = self.images.pull(&name, credentials).await.inspect_err(|e| {
-            tracing::warn!(image = %name, error = %e, "pull failed");
-        })?;
+        let record = self
+            .images
+            .pull(&name, credentials)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(image = %name, error = %e, "pull failed");
+            })?;
         Ok(Response::new(PullImageResponse {
             image_ref: record.id.to_string(),
         }))
     }
 
-    async fn remove_image(&self, request: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
         let name = image_name(request.into_inner().image)?;
         let report = self.images.remove(&name).await?;
         tracing::info!(image = %name, blobs = report.blobs, snapshots = report.snapshots, "removed image");
         Ok(Response::new(RemoveImageResponse {}))
     }
 
-    async fn image_fs_info(&self, _: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
+    async fn image_fs_info(
+        &self,
+        _: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let usage = self.images.usage()?;
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -148,7 +179,9 @@ impl CriImageService for Images {
                 mountpoint: self.images.store().root().display().to_string(),
             }),
             used_bytes: Some(UInt64Value { value: usage.bytes }),
-            inodes_used: Some(UInt64Value { value: usage.inodes }),
+            inodes_used: Some(UInt64Value {
+                value: usage.inodes,
+            }),
         };
         Ok(Response::new(ImageFsInfoResponse {
             image_filesystems: vec![filesystem],

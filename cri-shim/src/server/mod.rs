@@ -39,7 +39,10 @@ pub enum ServeError {
 }
 
 /// Serve CRI on the configured socket until `shutdown` completes.
-pub async fn serve(config: RuntimeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+pub async fn serve(
+    config: RuntimeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let images = Arc::new(ImageService::open(config.clone())?);
     let listener = bind(&config.socket)?;

@@ -41,7 +41,10 @@ macro_rules! not_yet {
 
 #[tonic::async_trait]
 impl RuntimeService for Runtime {
-    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             version: "0.1.0".to_owned(),
             runtime_name: crate::RUNTIME_NAME.to_owned(),

@@ -37,14 +37,22 @@ impl Credentials {
     pub fn to_registry_auth(creds: Option<&Self>) -> RegistryAuth {
         match creds {
             None => RegistryAuth::Anonymous,
-            Some(Self::Basic { username, password }) => RegistryAuth::Basic(username.clone(), password.clone()),
+            Some(Self::Basic { username, password }) => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
             Some(Self::RegistryToken(token)) => RegistryAuth::Bearer(token.clone()),
         }
     }
 
     /// Credentials from a CRI AuthConfig; `None` when it carries none.
     pub fn from_cri(auth: &AuthConfig) -> Result<Option<Self>, ImageError> {
-        from_fields(&auth.username, &auth.password, &auth.auth, &auth.identity_token, &auth.registry_token)
+        from_fields(
+            &auth.username,
+            &auth.password,
+            &auth.auth,
+            &auth.identity_token,
+            &auth.registry_token,
+        )
     }
 
     /// Credentials for `registry` from a docker `config.json` (`auths` section).
@@ -54,15 +62,27 @@ impl Credentials {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(ImageError::io(format!("reading {}", path.display()), e)),
         };
-        let config: DockerConfig = serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidContent {
-            what: "docker config",
-            digest: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let Some(entry) = config.auths.iter().find(|(key, _)| auth_key_matches(key, registry)).map(|(_, v)| v) else {
+        let config: DockerConfig =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::InvalidContent {
+                what: "docker config",
+                digest: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let Some(entry) = config
+            .auths
+            .iter()
+            .find(|(key, _)| auth_key_matches(key, registry))
+            .map(|(_, v)| v)
+        else {
             return Ok(None);
         };
-        from_fields(&entry.username, &entry.password, &entry.auth, &entry.identitytoken, &entry.registrytoken)
+        from_fields(
+            &entry.username,
+            &entry.password,
+            &entry.auth,
+            &entry.identitytoken,
+            &entry.registrytoken,
+        )
     }
 }
 
@@ -121,7 +141,8 @@ fn auth_key_matches(key: &str, registry: &str) -> bool {
         .split('/')
         .next()
         .unwrap_or_default();
-    host == registry || (registry == "docker.io" && matches!(host, "index.docker.io" | "registry-1.docker.io"))
+    host == registry
+        || (registry == "docker.io" && matches!(host, "index.docker.io" | "registry-1.docker.io"))
 }
 
 #[derive(Deserialize, Default)]
@@ -174,10 +195,22 @@ mod tests {
             r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnB3"},"127.0.0.1:5000":{"username":"u","password":"p"}}}"#,
         )
         .unwrap();
-        let hub = Credentials::from_docker_config(&path, "docker.io").unwrap().unwrap();
-        assert_eq!(hub, Credentials::Basic { username: "hub".into(), password: "pw".into() });
-        assert!(Credentials::from_docker_config(&path, "127.0.0.1:5000").unwrap().is_some());
-        assert!(Credentials::from_docker_config(&path, "quay.io").unwrap().is_none());
+        let hub = Credentials::from_docker_config(&path, "docker.io")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            hub,
+            Credentials::Basic {
+                username: "hub".into(),
+                password: "pw".into()
+            }
+        );
+        assert!(Credentials::from_docker_config(&path, "127.0.0.1:5000")
+            .unwrap()
+            .is_some());
+        assert!(Credentials::from_docker_config(&path, "quay.io")
+            .unwrap()
+            .is_none());
         std::fs::write(&path, "not json").unwrap();
         assert!(Credentials::from_docker_config(&path, "docker.io").is_err());
     }

@@ -28,7 +28,11 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Where to fetch `reference` from, in the order to try.
-    pub fn for_reference(&self, config: &RuntimeConfig, reference: &Reference) -> Result<Vec<Endpoint>, ImageError> {
+    pub fn for_reference(
+        &self,
+        config: &RuntimeConfig,
+        reference: &Reference,
+    ) -> Result<Vec<Endpoint>, ImageError> {
         let registry = reference.registry().to_owned();
         let mut endpoints = Vec::new();
         for mirror in config.registry(&registry).mirrors {
@@ -55,7 +59,9 @@ impl Endpoints {
         }
         let mut extra_root_certificates = Vec::new();
         if let Some(ca) = &settings.ca_file {
-            let data = std::fs::read(ca).map_err(|e| ImageError::io(format!("reading CA file {} for {host}", ca.display()), e))?;
+            let data = std::fs::read(ca).map_err(|e| {
+                ImageError::io(format!("reading CA file {} for {host}", ca.display()), e)
+            })?;
             extra_root_certificates.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,

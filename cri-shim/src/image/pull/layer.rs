@@ -32,7 +32,10 @@ pub async fn fetch(
     options: &UnpackOptions,
 ) -> Result<(), ImageError> {
     let digest = layer.digest.to_string();
-    let descriptor = LayerDescriptor { digest: &digest, urls };
+    let descriptor = LayerDescriptor {
+        digest: &digest,
+        urls,
+    };
     let sized = endpoint
         .client
         .pull_blob_stream(&endpoint.reference, &descriptor)
@@ -41,12 +44,23 @@ pub async fn fetch(
     let mut writer = store.blobs.writer(layer.digest.clone(), layer.size)?;
 
     let (mut sender, mut unpacker) = if unpack {
-        let compression = Compression::from_media_type(&layer.media_type).map_err(|source| ImageError::Unpack {
-            digest: digest.clone(),
-            source,
+        let compression = Compression::from_media_type(&layer.media_type).map_err(|source| {
+            ImageError::Unpack {
+                digest: digest.clone(),
+                source,
+            }
         })?;
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
-        (Some(tx), Some(spawn_unpacker(store.clone(), rx, compression, options.clone(), digest.clone())))
+        (
+            Some(tx),
+            Some(spawn_unpacker(
+                store.clone(),
+                rx,
+                compression,
+                options.clone(),
+                digest.clone(),
+            )),
+        )
     } else {
         (None, None)
     };
@@ -132,7 +146,10 @@ fn spawn_unpacker(
             .snapshots
             .prepare()
             .map_err(|e| ImageError::io("preparing snapshot", e))?;
-        let mut reader = ChannelReader { rx, current: Bytes::new() };
+        let mut reader = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
         let stats = unpack::apply_layer(&mut reader, compression, &prepared.fs_path(), &options)
             .map_err(|source| ImageError::Unpack { digest, source })?;
         Ok((prepared, stats))
@@ -145,7 +162,12 @@ async fn join(handle: Unpacker) -> Result<(PreparedSnapshot, LayerStats), ImageE
         .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))?
 }
 
-fn stream_error(endpoint: &Endpoint, digest: &str, e: io::Error, layer: &LayerRecord) -> ImageError {
+fn stream_error(
+    endpoint: &Endpoint,
+    digest: &str,
+    e: io::Error,
+    layer: &LayerRecord,
+) -> ImageError {
     ImageError::Registry {
         reference: endpoint.reference.whole(),
         registry: endpoint.host.clone(),

@@ -7,12 +7,7 @@ use crate::image::digest::Digest;
 use crate::image::error::ImageError;
 
 /// Media types accepted when asking for a manifest.
-pub const ACCEPTED: &[&str] = &[
-    OCI_INDEX,
-    OCI_MANIFEST,
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-];
+pub const ACCEPTED: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -50,7 +45,13 @@ impl Descriptor {
 
     /// The size, refusing negative values.
     pub fn size(&self) -> Result<u64, ImageError> {
-        u64::try_from(self.size).map_err(|_| invalid("descriptor", &self.digest, format!("negative size {}", self.size)))
+        u64::try_from(self.size).map_err(|_| {
+            invalid(
+                "descriptor",
+                &self.digest,
+                format!("negative size {}", self.size),
+            )
+        })
     }
 }
 
@@ -99,24 +100,40 @@ struct Probe {
 pub fn parse(bytes: &[u8], digest: &Digest) -> Result<Fetched, ImageError> {
     let fail = |reason: String| invalid("manifest", &digest.to_string(), reason);
     if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(fail(format!("{} bytes exceeds the {MAX_MANIFEST_BYTES} byte limit", bytes.len())));
+        return Err(fail(format!(
+            "{} bytes exceeds the {MAX_MANIFEST_BYTES} byte limit",
+            bytes.len()
+        )));
     }
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| fail(format!("not valid JSON: {e}")))?;
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| fail(format!("not valid JSON: {e}")))?;
     if probe.schema_version != Some(2) {
         return Err(fail(format!(
             "schemaVersion {:?} is not supported (only schema 2 / OCI)",
             probe.schema_version
         )));
     }
-    match (probe.media_type.as_deref(), probe.manifests, probe.config, probe.layers) {
-        (Some(OCI_INDEX | DOCKER_LIST) | None, Some(manifests), None, None) => Ok(Fetched::Index(manifests)),
+    match (
+        probe.media_type.as_deref(),
+        probe.manifests,
+        probe.config,
+        probe.layers,
+    ) {
+        (Some(OCI_INDEX | DOCKER_LIST) | None, Some(manifests), None, None) => {
+            Ok(Fetched::Index(manifests))
+        }
         (Some(OCI_MANIFEST | DOCKER_MANIFEST) | None, None, Some(config), Some(layers)) => {
             if !matches!(config.media_type.as_str(), OCI_CONFIG | DOCKER_CONFIG) {
-                return Err(fail(format!("config media type {:?} is not an image config", config.media_type)));
+                return Err(fail(format!(
+                    "config media type {:?} is not an image config",
+                    config.media_type
+                )));
             }
             Ok(Fetched::Image(ImageManifest { config, layers }))
         }
-        (media_type, ..) => Err(fail(format!("unsupported manifest (mediaType {media_type:?})"))),
+        (media_type, ..) => Err(fail(format!(
+            "unsupported manifest (mediaType {media_type:?})"
+        ))),
     }
 }
 
@@ -129,13 +146,25 @@ pub fn select_platform<'a>(
 ) -> Result<&'a Descriptor, ImageError> {
     entries
         .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == arch)
+        })
         .ok_or_else(|| {
             let offered: Vec<String> = entries
                 .iter()
-                .filter_map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+                .filter_map(|d| {
+                    d.platform
+                        .as_ref()
+                        .map(|p| format!("{}/{}", p.os, p.architecture))
+                })
                 .collect();
-            invalid("image index", &index_digest.to_string(), format!("no {os}/{arch} image; it offers {offered:?}"))
+            invalid(
+                "image index",
+                &index_digest.to_string(),
+                format!("no {os}/{arch} image; it offers {offered:?}"),
+            )
         })
 }
 
@@ -172,9 +201,14 @@ pub struct RootFs {
 }
 
 /// Diff IDs from an image config, checked against the manifest's layer count.
-pub fn diff_ids(config: &[u8], config_digest: &Digest, layer_count: usize) -> Result<Vec<Digest>, ImageError> {
+pub fn diff_ids(
+    config: &[u8],
+    config_digest: &Digest,
+    layer_count: usize,
+) -> Result<Vec<Digest>, ImageError> {
     let fail = |reason: String| invalid("image config", &config_digest.to_string(), reason);
-    let probe: ConfigProbe = serde_json::from_slice(config).map_err(|e| fail(format!("not a valid image config: {e}")))?;
+    let probe: ConfigProbe = serde_json::from_slice(config)
+        .map_err(|e| fail(format!("not a valid image config: {e}")))?;
     if probe.rootfs.diff_ids.len() != layer_count {
         return Err(fail(format!(
             "lists {} diff_ids for {layer_count} layers",
@@ -200,7 +234,10 @@ mod tests {
     #[test]
     fn garbage_and_schema1_are_refused_with_the_digest() {
         let err = parse(b"<html>", &d()).unwrap_err().to_string();
-        assert!(err.contains(&d().to_string()) && err.contains("JSON"), "{err}");
+        assert!(
+            err.contains(&d().to_string()) && err.contains("JSON"),
+            "{err}"
+        );
         assert!(parse(br#"{"schemaVersion":1,"fsLayers":[]}"#, &d()).is_err());
     }
 
@@ -216,15 +253,29 @@ mod tests {
         let Fetched::Index(entries) = parse(index.as_bytes(), &d()).unwrap() else {
             panic!("not an index")
         };
-        assert_eq!(select_platform(&entries, "linux", "amd64", &d()).unwrap().digest().unwrap(), Digest::of(b"b"));
-        let err = select_platform(&entries, "linux", "s390x", &d()).unwrap_err().to_string();
+        assert_eq!(
+            select_platform(&entries, "linux", "amd64", &d())
+                .unwrap()
+                .digest()
+                .unwrap(),
+            Digest::of(b"b")
+        );
+        let err = select_platform(&entries, "linux", "s390x", &d())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux/arm64"), "{err}");
     }
 
     #[test]
     fn config_must_match_layer_count() {
-        let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#, Digest::of(b"l"));
-        assert_eq!(diff_ids(config.as_bytes(), &d(), 1).unwrap(), vec![Digest::of(b"l")]);
+        let config = format!(
+            r#"{{"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            Digest::of(b"l")
+        );
+        assert_eq!(
+            diff_ids(config.as_bytes(), &d(), 1).unwrap(),
+            vec![Digest::of(b"l")]
+        );
         assert!(diff_ids(config.as_bytes(), &d(), 2).is_err());
     }
 }

@@ -54,8 +54,14 @@ impl Puller {
     /// Pull `name`, trying mirrors first. `credentials` are for the image's own registry;
     /// without them the docker config file is consulted. The caller holds off garbage
     /// collection for the duration.
-    pub async fn pull(&self, name: &ImageName, credentials: Option<Credentials>) -> Result<ImageRecord, ImageError> {
-        let endpoints = self.endpoints.for_reference(&self.config, name.reference())?;
+    pub async fn pull(
+        &self,
+        name: &ImageName,
+        credentials: Option<Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
+        let endpoints = self
+            .endpoints
+            .for_reference(&self.config, name.reference())?;
         let last = endpoints.len() - 1;
         for (i, endpoint) in endpoints.iter().enumerate() {
             let creds = match (&credentials, i == last) {
@@ -84,7 +90,12 @@ impl Puller {
         }
     }
 
-    async fn pull_from(&self, ep: &Endpoint, name: &ImageName, creds: Option<&Credentials>) -> Result<ImageRecord, ImageError> {
+    async fn pull_from(
+        &self,
+        ep: &Endpoint,
+        name: &ImageName,
+        creds: Option<&Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
         let auth = Credentials::to_registry_auth(creds);
         let (bytes, _) = ep
             .client
@@ -103,7 +114,12 @@ impl Puller {
         let (manifest_bytes, manifest_digest) = match manifest::parse(&bytes, &top_digest)? {
             Fetched::Image(_) => (bytes.to_vec(), top_digest.clone()),
             Fetched::Index(entries) => {
-                let chosen = manifest::select_platform(&entries, "linux", manifest::host_arch(), &top_digest)?;
+                let chosen = manifest::select_platform(
+                    &entries,
+                    "linux",
+                    manifest::host_arch(),
+                    &top_digest,
+                )?;
                 let digest = chosen.digest()?;
                 let reference = ep.reference.clone_with_digest(digest.to_string());
                 let (bytes, _) = ep
@@ -160,7 +176,12 @@ impl Puller {
 
     /// Make sure a layer's blob and snapshot are stored; concurrent pulls of the same layer
     /// wait for the first instead of fetching it again.
-    async fn ensure_layer(&self, ep: &Endpoint, layer: &LayerRecord, urls: &Option<Vec<String>>) -> Result<(), ImageError> {
+    async fn ensure_layer(
+        &self,
+        ep: &Endpoint,
+        layer: &LayerRecord,
+        urls: &Option<Vec<String>>,
+    ) -> Result<(), ImageError> {
         let lock = self.layer_locks.get(layer.diff_id.hex());
         let _held = lock.lock().await;
         let unpacked = self.store.snapshots.contains(&layer.diff_id);
@@ -172,7 +193,12 @@ impl Puller {
     }
 
     /// A small blob (config), from the store or the registry, verified.
-    async fn small_blob(&self, ep: &Endpoint, descriptor: &Descriptor, limit: u64) -> Result<Vec<u8>, ImageError> {
+    async fn small_blob(
+        &self,
+        ep: &Endpoint,
+        descriptor: &Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>, ImageError> {
         let digest = descriptor.digest()?;
         let size = descriptor.size()?;
         if size > limit {
@@ -183,7 +209,11 @@ impl Puller {
             });
         }
         if self.store.blobs.contains(&digest) {
-            return self.store.blobs.read(&digest).map_err(|e| ImageError::io("reading config", e));
+            return self
+                .store
+                .blobs
+                .read(&digest)
+                .map_err(|e| ImageError::io("reading config", e));
         }
         let sized = ep
             .client
@@ -223,7 +253,10 @@ pub(crate) fn verify(digest: &Digest, size: u64, bytes: &[u8]) -> Result<(), Ima
     Ok(())
 }
 
-fn layer_records(descriptors: &[Descriptor], diff_ids: Vec<Digest>) -> Result<Vec<LayerRecord>, ImageError> {
+fn layer_records(
+    descriptors: &[Descriptor],
+    diff_ids: Vec<Digest>,
+) -> Result<Vec<LayerRecord>, ImageError> {
     descriptors
         .iter()
         .zip(diff_ids)

@@ -178,7 +178,9 @@ mod tests {
         let err = w.commit().unwrap_err().to_string();
         assert!(err.contains(&good.to_string()), "{err}");
         assert!(!store.contains(&good));
-        assert!(fsutil::list_names(&dir.path().join("ingest")).unwrap().is_empty());
+        assert!(fsutil::list_names(&dir.path().join("ingest"))
+            .unwrap()
+            .is_empty());
 
         let mut w = store.writer(good.clone(), 4).unwrap();
         assert!(w.write(b"layer").is_err(), "oversized write accepted");

@@ -62,7 +62,12 @@ impl ImageRecord {
     /// Whether `name` refers to this image: a tag, a repo digest, the full ID or an ID prefix
     /// of at least 12 hex characters.
     pub fn matches(&self, name: &str) -> bool {
-        if self.repo_tags.iter().chain(&self.repo_digests).any(|n| n == name) {
+        if self
+            .repo_tags
+            .iter()
+            .chain(&self.repo_digests)
+            .any(|n| n == name)
+        {
             return true;
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
@@ -90,8 +95,12 @@ impl Records {
                 Ok(Ok(record)) => {
                     by_id.insert(record.id.clone(), record);
                 }
-                Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record"),
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                }
             }
         }
         Ok(Self {
@@ -116,7 +125,10 @@ impl Records {
         let moved: Vec<Digest> = self
             .by_id
             .values()
-            .filter(|other| other.id != record.id && other.repo_tags.iter().any(|t| record.repo_tags.contains(t)))
+            .filter(|other| {
+                other.id != record.id
+                    && other.repo_tags.iter().any(|t| record.repo_tags.contains(t))
+            })
             .map(|other| other.id.clone())
             .collect();
         for id in moved {

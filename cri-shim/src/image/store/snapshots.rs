@@ -64,7 +64,12 @@ impl SnapshotStore {
 
     /// Make a prepared snapshot visible under its diff ID; if another pull got there first,
     /// theirs is kept.
-    pub fn commit(&self, prepared: PreparedSnapshot, diff_id: &Digest, usage: Usage) -> io::Result<()> {
+    pub fn commit(
+        &self,
+        prepared: PreparedSnapshot,
+        diff_id: &Digest,
+        usage: Usage,
+    ) -> io::Result<()> {
         let usage_json = serde_json::to_vec(&usage).map_err(io::Error::other)?;
         fs::write(prepared.root.join(USAGE_FILE), usage_json).map_err(at(&prepared.root))?;
         // The unpacked files reach the disk before the name that makes them visible does.

@@ -1,6 +1,6 @@
 //! Ownership, mode, times and extended attributes of an entry, from its header and PAX records.
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 
 use rustix::fs::{self as rfs, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
@@ -25,16 +25,27 @@ pub(crate) struct Meta {
 
 impl Meta {
     /// Read the metadata of `entry`, shown as `path` in errors.
-    pub(crate) fn read<R: Read>(entry: &mut tar::Entry<'_, R>, path: &str) -> Result<Self, UnpackError> {
+    pub(crate) fn read<R: Read>(
+        entry: &mut tar::Entry<'_, R>,
+        path: &str,
+    ) -> Result<Self, UnpackError> {
         let header = entry.header();
-        let uid = header.uid().map_err(|e| UnpackError::header(path, format!("uid: {e}")))?;
-        let gid = header.gid().map_err(|e| UnpackError::header(path, format!("gid: {e}")))?;
-        let mode = header.mode().map_err(|e| UnpackError::header(path, format!("mode: {e}")))?;
-        let mtime = header.mtime().map_err(|e| UnpackError::header(path, format!("mtime: {e}")))?;
+        let old = header.as_old();
+        let uid = numeric(header.uid(), &old.uid, path, "uid")?;
+        let gid = numeric(header.gid(), &old.gid, path, "gid")?;
+        let mode = numeric(header.mode().map(u64::from), &old.mode, path, "mode")?;
+        let mtime = numeric(header.mtime(), &old.mtime, path, "mtime")?;
         let mut meta = Self {
-            uid: Uid::from_raw(id(uid).ok_or_else(|| UnpackError::header(path, format!("uid {uid} out of range")))?),
-            gid: Gid::from_raw(id(gid).ok_or_else(|| UnpackError::header(path, format!("gid {gid} out of range")))?),
-            mode: Mode::from_raw_mode(mode & 0o7777),
+            uid: Uid::from_raw(
+                id(uid)
+                    .ok_or_else(|| UnpackError::header(path, format!("uid {uid} out of range")))?,
+            ),
+            gid: Gid::from_raw(
+                id(gid)
+                    .ok_or_else(|| UnpackError::header(path, format!("gid {gid} out of range")))?,
+            ),
+            // Masked to 12 bits, so the cast cannot truncate anything that matters.
+            mode: Mode::from_raw_mode((mode & 0o7777) as u32),
             mtime: Timespec {
                 tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX),
                 tv_nsec: 0,
@@ -48,7 +59,8 @@ impl Meta {
             return Ok(meta);
         };
         for record in records {
-            let record = record.map_err(|e| UnpackError::header(path, format!("PAX record: {e}")))?;
+            let record =
+                record.map_err(|e| UnpackError::header(path, format!("PAX record: {e}")))?;
             let key = record.key_bytes();
             if key == b"mtime" {
                 // PAX keeps sub-second precision; a value we cannot read leaves the header's.
@@ -57,7 +69,8 @@ impl Meta {
                 }
             } else if let Some(name) = key.strip_prefix(PAX_XATTR) {
                 if allowed_xattr(name) {
-                    meta.xattrs.push((name.to_vec(), record.value_bytes().to_vec()));
+                    meta.xattrs
+                        .push((name.to_vec(), record.value_bytes().to_vec()));
                 } else {
                     tracing::debug!(entry = path, xattr = %String::from_utf8_lossy(name), "ignoring extended attribute");
                 }
@@ -90,15 +103,32 @@ impl Meta {
     }
 }
 
+/// A numeric header field; an empty one reads as 0, as Go's archive/tar (and so containerd)
+/// reads it.
+fn numeric(
+    parsed: io::Result<u64>,
+    raw: &[u8],
+    path: &str,
+    field: &str,
+) -> Result<u64, UnpackError> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(UnpackError::header(path, format!("{field}: {e}"))),
+    }
+}
+
 /// A header id that fits a kernel id; `u32::MAX` means "unchanged" to chown, so it is refused.
 fn id(raw: u64) -> Option<u32> {
     u32::try_from(raw).ok().filter(|v| *v != u32::MAX)
 }
 
 /// Only user attributes and file capabilities come from layers; `trusted.*` (overlayfs
-/// whiteout and opacity markers among them) and `security.*` policy labels do not.
+/// whiteout and opacity markers among them) and `security.*` policy labels do not, nor do
+/// `user.overlay.*`, which overlayfs reads instead when mounted with `userxattr`.
 fn allowed_xattr(name: &[u8]) -> bool {
-    (name.starts_with(b"user.") && name.len() > 5 && !name.contains(&0)) || name == b"security.capability"
+    let user = name.starts_with(b"user.") && name.len() > 5 && !name.starts_with(b"user.overlay.");
+    (user && !name.contains(&0)) || name == b"security.capability"
 }
 
 /// A PAX time: decimal seconds, optionally negative, with an optional fraction.
@@ -109,7 +139,10 @@ fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
         None => (false, text),
     };
     let (secs, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if secs.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: i64 = secs.parse().ok()?;
@@ -159,6 +192,8 @@ mod tests {
         assert!(!allowed_xattr(b"trusted.overlay.opaque"));
         assert!(!allowed_xattr(b"security.selinux"));
         assert!(!allowed_xattr(b"user."));
+        assert!(!allowed_xattr(b"user.overlay.opaque"));
+        assert!(!allowed_xattr(b"user.overlay.redirect"));
     }
 
     #[test]

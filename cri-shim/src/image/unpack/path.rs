@@ -34,7 +34,9 @@ impl PathProblem {
     /// The error for the entry shown as `path`.
     pub(crate) fn into_error(self, path: &str) -> UnpackError {
         match self {
-            Self::ParentDir => UnpackError::EscapesRoot { path: path.to_owned() },
+            Self::ParentDir => UnpackError::EscapesRoot {
+                path: path.to_owned(),
+            },
             _ => UnpackError::InvalidPath {
                 path: path.to_owned(),
                 reason: self.reason(),
@@ -88,17 +90,15 @@ impl RelPath {
 
     /// The directory holding this path; the root for top-level names and for the root itself.
     pub(crate) fn parent(&self) -> Self {
-        Self(self.split().map_or_else(Vec::new, |(parent, _)| parent.to_vec()))
+        Self(
+            self.split()
+                .map_or_else(Vec::new, |(parent, _)| parent.to_vec()),
+        )
     }
 
     /// The normalized bytes; empty for the root.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
-    }
-
-    /// Whether this is the layer root itself.
-    pub(crate) fn is_root(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The parent directory and the final component; `None` for the root.

@@ -49,7 +49,9 @@ impl<R: Read> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.inner.read(buf) {
             Ok(n) => {
-                self.state.compressed.set(self.state.compressed.get().saturating_add(n as u64));
+                self.state
+                    .compressed
+                    .set(self.state.compressed.get().saturating_add(n as u64));
                 Ok(n)
             }
             Err(e) => {
@@ -92,12 +94,14 @@ pub(crate) fn open<'a, R: Read + 'a>(
     let inner: Box<dyn Read + 'a> = match compression {
         Compression::None => Box::new(source),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(source).map_err(|source| {
-            UnpackError::Decoder {
-                compression: compression.name(),
-                source,
-            }
-        })?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(source).map_err(|source| {
+                UnpackError::Decoder {
+                    compression: compression.name(),
+                    source,
+                }
+            })?)
+        }
     };
     let stream = Stream {
         inner,
@@ -155,7 +159,10 @@ impl Stream<'_> {
         }
         let state = &self.state;
         if state.compression != Compression::None && state.compressed.get() == 0 {
-            return Err(UnpackError::Corrupt(format!("empty {} stream", state.compression.name())));
+            return Err(UnpackError::Corrupt(format!(
+                "empty {} stream",
+                state.compression.name()
+            )));
         }
         Ok(format!("sha256:{}", hex::encode(self.hasher.finalize())))
     }
@@ -187,8 +194,16 @@ impl Probe {
     pub(crate) fn error(&self, err: io::Error, context: impl fmt::Display) -> UnpackError {
         let state = &self.0;
         match state.hit.get() {
-            Some(Hit::Bytes) => return UnpackError::TooManyBytes { max: state.max_bytes },
-            Some(Hit::Metadata) => return UnpackError::MetadataTooLarge { max: MAX_METADATA_BYTES },
+            Some(Hit::Bytes) => {
+                return UnpackError::TooManyBytes {
+                    max: state.max_bytes,
+                }
+            }
+            Some(Hit::Metadata) => {
+                return UnpackError::MetadataTooLarge {
+                    max: MAX_METADATA_BYTES,
+                }
+            }
             None => {}
         }
         if state.source_failed.get() {

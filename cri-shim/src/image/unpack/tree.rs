@@ -18,7 +18,7 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// Mode of parent directories that the layer does not list itself.
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 
-/// Why a directory inside the layer could not be reached; each names the path reached so far.
+/// Why a directory inside the layer could not be reached, naming the path reached so far.
 #[derive(Debug)]
 pub(crate) enum WalkError {
     /// A component is a symlink.
@@ -26,7 +26,7 @@ pub(crate) enum WalkError {
     /// A component exists but is not a directory.
     NotDir(String),
     /// A component is missing and creating it was not asked for.
-    Missing(String),
+    Missing,
     /// The kernel refused.
     Io(String, io::Error),
 }
@@ -50,7 +50,11 @@ pub(crate) struct Tree {
 impl Tree {
     /// Open the destination directory; it is trusted, so it may itself be reached via symlinks.
     pub(crate) fn open(dest: &Path) -> io::Result<Self> {
-        let fd = rfs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let fd = rfs::open(
+            dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Self {
             root: Rc::new(fd),
             cache: None,
@@ -74,13 +78,16 @@ impl Tree {
             if dir[pos] == b'/' {
                 pos += 1;
             }
-            let end = dir[pos..].iter().position(|b| *b == b'/').map_or(dir.len(), |i| pos + i);
+            let end = dir[pos..]
+                .iter()
+                .position(|b| *b == b'/')
+                .map_or(dir.len(), |i| pos + i);
             let shown = || String::from_utf8_lossy(&dir[..end]).into_owned();
             cur = match self.step(cur.as_fd(), &dir[pos..end], create) {
                 Ok(fd) => Rc::new(fd),
                 Err(Step::Symlink) => return Err(WalkError::Symlink(shown())),
                 Err(Step::NotDir) => return Err(WalkError::NotDir(shown())),
-                Err(Step::Missing) => return Err(WalkError::Missing(shown())),
+                Err(Step::Missing) => return Err(WalkError::Missing),
                 Err(Step::Io(e)) => return Err(WalkError::Io(shown(), e.into())),
             };
             pos = end;
@@ -94,7 +101,8 @@ impl Tree {
         match rfs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => Ok(fd),
             Err(Errno::NOENT) if create => {
-                rfs::mkdirat(parent, name, Mode::from_raw_mode(IMPLICIT_DIR_MODE)).map_err(Step::Io)?;
+                rfs::mkdirat(parent, name, Mode::from_raw_mode(IMPLICIT_DIR_MODE))
+                    .map_err(Step::Io)?;
                 self.created += 1;
                 let fd = rfs::openat(parent, name, DIR_FLAGS, Mode::empty()).map_err(Step::Io)?;
                 // mkdir's mode went through the umask.
@@ -113,7 +121,12 @@ impl Tree {
 
     /// Make room for an entry at `name` in `parent`: anything there that is not a directory is
     /// unlinked; a directory is kept when `keep_dir`, otherwise removed with its contents.
-    pub(crate) fn clear(&mut self, parent: BorrowedFd<'_>, name: &[u8], keep_dir: bool) -> io::Result<Slot> {
+    pub(crate) fn clear(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        keep_dir: bool,
+    ) -> io::Result<Slot> {
         match file_type(parent, name)? {
             None => Ok(Slot::Empty),
             Some(FileType::Directory) if keep_dir => Ok(Slot::Dir),

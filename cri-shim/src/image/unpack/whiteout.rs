@@ -59,11 +59,26 @@ mod tests {
     #[test]
     fn kinds() {
         assert_eq!(classify_str("a/b").unwrap(), None);
-        assert_eq!(classify_str("a/.wh.b").unwrap(), Some(Whiteout::Remove(rel("a/b"))));
-        assert_eq!(classify_str(".wh.b").unwrap(), Some(Whiteout::Remove(rel("b"))));
-        assert_eq!(classify_str("a/.wh..wh..opq").unwrap(), Some(Whiteout::Opaque(rel("a"))));
-        assert_eq!(classify_str(".wh..wh..opq").unwrap(), Some(Whiteout::Opaque(rel("/"))));
-        assert_eq!(classify_str("a/.wh..wh.plnk").unwrap(), Some(Whiteout::Ignore));
+        assert_eq!(
+            classify_str("a/.wh.b").unwrap(),
+            Some(Whiteout::Remove(rel("a/b")))
+        );
+        assert_eq!(
+            classify_str(".wh.b").unwrap(),
+            Some(Whiteout::Remove(rel("b")))
+        );
+        assert_eq!(
+            classify_str("a/.wh..wh..opq").unwrap(),
+            Some(Whiteout::Opaque(rel("a")))
+        );
+        assert_eq!(
+            classify_str(".wh..wh..opq").unwrap(),
+            Some(Whiteout::Opaque(rel("/")))
+        );
+        assert_eq!(
+            classify_str("a/.wh..wh.plnk").unwrap(),
+            Some(Whiteout::Ignore)
+        );
         assert_eq!(classify_str(".wh.a/b").unwrap(), None);
     }
 
