@@ -42,7 +42,11 @@ impl Cleanup {
     }
 
     /// Registers a fallible closure to run on drop; an error is logged, not propagated.
-    pub fn defer_fallible(&mut self, name: impl Into<String>, f: impl FnOnce() -> Result<()> + 'static) {
+    pub fn defer_fallible(
+        &mut self,
+        name: impl Into<String>,
+        f: impl FnOnce() -> Result<()> + 'static,
+    ) {
         self.actions.push((name.into(), Box::new(f)));
     }
 
@@ -105,7 +109,10 @@ impl TempRoot {
                 Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
-        anyhow::bail!("could not create a unique temp dir under {}", base.display())
+        anyhow::bail!(
+            "could not create a unique temp dir under {}",
+            base.display()
+        )
     }
 
     /// The directory's path.
@@ -200,7 +207,12 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -224,10 +236,15 @@ fn remove_dir_contents(dir: &Path, dev: u64, mounts: &[PathBuf], errors: &mut Ve
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             if meta.dev() != dev || mounts.iter().any(|m| m == &path) {
-                errors.push(format!("{}: still a mount point, left alone", path.display()));
+                errors.push(format!(
+                    "{}: still a mount point, left alone",
+                    path.display()
+                ));
                 continue;
             }
             remove_dir_contents(&path, dev, mounts, errors);
@@ -242,7 +259,13 @@ fn remove_dir_contents(dir: &Path, dev: u64, mounts: &[PathBuf], errors: &mut Ve
 
 /// Removes one file or empty directory, making its parent writable and retrying on a permission error.
 fn remove_entry(path: &Path, is_dir: bool) -> io::Result<()> {
-    let attempt = || if is_dir { fs::remove_dir(path) } else { fs::remove_file(path) };
+    let attempt = || {
+        if is_dir {
+            fs::remove_dir(path)
+        } else {
+            fs::remove_file(path)
+        }
+    };
     match attempt() {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -260,7 +283,10 @@ fn remove_entry(path: &Path, is_dir: bool) -> io::Result<()> {
 fn make_writable(dir: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(dir)?;
     if meta.is_dir() && meta.permissions().mode() & 0o700 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(meta.permissions().mode() | 0o700))?;
+        fs::set_permissions(
+            dir,
+            fs::Permissions::from_mode(meta.permissions().mode() | 0o700),
+        )?;
     }
     Ok(())
 }

@@ -41,7 +41,13 @@ fn sanitize(prefix: &str, max: usize) -> String {
     let mut out: String = prefix
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
         out.insert(0, 't');
@@ -76,7 +82,9 @@ mod unit {
         assert_ne!(a, b);
         assert!(a.len() <= MAX_NAME_LEN);
         assert!(a.starts_with("my-pod-"), "{a}");
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
         let long = unique_name(&"x".repeat(100));
         assert!(long.len() <= MAX_NAME_LEN, "{long}");
     }

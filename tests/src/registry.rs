@@ -109,12 +109,22 @@ impl Registry {
     fn start_once(opts: &RegistryOptions) -> Result<Result<Registry>> {
         let root = TempRoot::new("registry")?;
         fs::create_dir_all(root.join("storage"))?;
-        let ca_pem = if opts.tls { Some(write_tls_files(&root)?) } else { None };
+        let ca_pem = if opts.tls {
+            Some(write_tls_files(&root)?)
+        } else {
+            None
+        };
         if let Some((user, pass)) = &opts.basic_auth {
             let hash = bcrypt::hash(pass, 4).context("bcrypt")?;
             fs::write(root.join("htpasswd"), format!("{user}:{hash}\n"))?;
         }
-        let mut reg = Registry { process: None, port: free_port()?, opts: opts.clone(), ca_pem, root };
+        let mut reg = Registry {
+            process: None,
+            port: free_port()?,
+            opts: opts.clone(),
+            ca_pem,
+            root,
+        };
         fs::write(reg.config_path(), config_yaml(&reg.root, reg.port, opts))?;
         match reg.spawn_and_wait() {
             Ok(()) => Ok(Ok(reg)),
@@ -166,7 +176,10 @@ impl Registry {
 
     /// The basic-auth user and password, if auth is on.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.opts.basic_auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+        self.opts
+            .basic_auth
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// The options it was started with.
@@ -201,7 +214,8 @@ impl Registry {
             .lines()
             .filter(|l| l.contains("\"GET /v2/"))
             .filter(|l| {
-                l.contains(&format!("/blobs/{digest} HTTP/")) || l.contains(&format!("/blobs/{encoded} HTTP/"))
+                l.contains(&format!("/blobs/{digest} HTTP/"))
+                    || l.contains(&format!("/blobs/{encoded} HTTP/"))
             })
             .count();
         Ok(count)
@@ -210,28 +224,52 @@ impl Registry {
     /// Access-log lines (Apache combined format) logged so far, after a barrier like `blob_get_count`.
     pub fn access_log_lines(&self) -> Result<Vec<String>> {
         self.log_barrier()?;
-        Ok(self.log_text().lines().filter(|l| l.contains("\" ") && l.contains(" HTTP/1.")).map(str::to_string).collect())
+        Ok(self
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("\" ") && l.contains(" HTTP/1."))
+            .map(str::to_string)
+            .collect())
     }
 
     /// Where the registry stores the bytes of blob `digest` (`.../blobs/sha256/ab/<hex>/data`); manifests are blobs too.
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = digest_hex(digest);
-        self.v2_dir().join("blobs/sha256").join(&hex[..2.min(hex.len())]).join(hex).join("data")
+        self.v2_dir()
+            .join("blobs/sha256")
+            .join(&hex[..2.min(hex.len())])
+            .join(hex)
+            .join("data")
     }
 
     /// The link file recording that `repo` has manifest `digest` (`.../_manifests/revisions/sha256/<hex>/link`).
     pub fn manifest_revision_path(&self, repo: &str, digest: &str) -> PathBuf {
-        self.v2_dir().join("repositories").join(repo).join("_manifests/revisions/sha256").join(digest_hex(digest)).join("link")
+        self.v2_dir()
+            .join("repositories")
+            .join(repo)
+            .join("_manifests/revisions/sha256")
+            .join(digest_hex(digest))
+            .join("link")
     }
 
     /// The link file of `repo`'s layer link for blob `digest` (`.../_layers/sha256/<hex>/link`).
     pub fn layer_link_path(&self, repo: &str, digest: &str) -> PathBuf {
-        self.v2_dir().join("repositories").join(repo).join("_layers/sha256").join(digest_hex(digest)).join("link")
+        self.v2_dir()
+            .join("repositories")
+            .join(repo)
+            .join("_layers/sha256")
+            .join(digest_hex(digest))
+            .join("link")
     }
 
     /// The file naming the manifest digest tag `tag` of `repo` points to (`.../_manifests/tags/<tag>/current/link`).
     pub fn tag_current_link_path(&self, repo: &str, tag: &str) -> PathBuf {
-        self.v2_dir().join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link")
+        self.v2_dir()
+            .join("repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link")
     }
 
     /// Kills the registry now (tests of an unreachable registry); idempotent.
@@ -243,7 +281,10 @@ impl Registry {
 
     /// True while the registry process is running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.process.as_mut().map(|p| p.child.try_wait()), Some(Ok(None)))
+        matches!(
+            self.process.as_mut().map(|p| p.child.try_wait()),
+            Some(Ok(None))
+        )
     }
 
     fn v2_dir(&self) -> PathBuf {
@@ -251,7 +292,9 @@ impl Registry {
     }
 
     fn log_text(&self) -> String {
-        fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last `n` lines of the log, for error messages.
@@ -266,7 +309,10 @@ impl Registry {
     }
 
     fn spawn_and_wait(&mut self) -> Result<()> {
-        let log = OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(WRAPPER)
@@ -280,11 +326,19 @@ impl Registry {
             .spawn()
             .context("spawning docker-registry")?;
         let stdin = child.stdin.take();
-        self.process = Some(RegistryProcess { child, stdin, pid_file: self.pid_file() });
+        self.process = Some(RegistryProcess {
+            child,
+            stdin,
+            pid_file: self.pid_file(),
+        });
         let listening = format!("listening on {}", self.host());
         let deadline = Instant::now() + START_TIMEOUT;
         let url = format!("{}/v2/", self.url());
-        let expected = if self.opts.basic_auth.is_some() { 401 } else { 200 };
+        let expected = if self.opts.basic_auth.is_some() {
+            401
+        } else {
+            200
+        };
         loop {
             if !self.is_running() {
                 bail!("docker-registry exited early:\n{}", self.log_tail(20));
@@ -294,11 +348,17 @@ impl Registry {
                     if code == expected {
                         return Ok(());
                     }
-                    bail!("GET {url} answered {code}, expected {expected}:\n{}", self.log_tail(20));
+                    bail!(
+                        "GET {url} answered {code}, expected {expected}:\n{}",
+                        self.log_tail(20)
+                    );
                 }
             }
             if Instant::now() > deadline {
-                bail!("docker-registry not ready after {START_TIMEOUT:?}:\n{}", self.log_tail(20));
+                bail!(
+                    "docker-registry not ready after {START_TIMEOUT:?}:\n{}",
+                    self.log_tail(20)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -312,7 +372,10 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.log_text().contains(&marker) {
             if Instant::now() > deadline {
-                bail!("barrier request {marker} never reached the access log {}", self.log_path().display());
+                bail!(
+                    "barrier request {marker} never reached the access log {}",
+                    self.log_path().display()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -351,7 +414,9 @@ impl RegistryProcess {
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        let pid = fs::read_to_string(&self.pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        let pid = fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
         if let Some(pid) = pid.filter(|p| *p > 1) {
             // SAFETY: kill(2) has no memory-safety preconditions; the pid is the registry our wrapper started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -369,7 +434,10 @@ impl Drop for RegistryProcess {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.url()).field("root", &self.root.path()).finish()
+        f.debug_struct("Registry")
+            .field("url", &self.url())
+            .field("root", &self.root.path())
+            .finish()
     }
 }
 
@@ -407,7 +475,11 @@ fn config_yaml(root: &TempRoot, port: u16, opts: &RegistryOptions) -> String {
         );
     }
     if opts.basic_auth.is_some() {
-        let _ = write!(y, "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n", root.join("htpasswd").display());
+        let _ = write!(
+            y,
+            "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n",
+            root.join("htpasswd").display()
+        );
     }
     y
 }
@@ -415,21 +487,33 @@ fn config_yaml(root: &TempRoot, port: u16, opts: &RegistryOptions) -> String {
 /// Generates a CA and a server certificate for 127.0.0.1/localhost; writes tls/ and certs/; returns the CA PEM.
 fn write_tls_files(root: &TempRoot) -> Result<Vec<u8>> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
     };
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "capstan test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "capstan test CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
     let server_key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     let issuer = Issuer::new(ca_params, &ca_key);
     let server_cert = params.signed_by(&server_key, &issuer)?;
 
@@ -437,7 +521,10 @@ fn write_tls_files(root: &TempRoot) -> Result<Vec<u8>> {
     fs::create_dir_all(root.join("certs"))?;
     let ca_pem = ca_cert.pem();
     // The server presents its chain: leaf then CA.
-    fs::write(root.join("tls/server.crt"), format!("{}{}", server_cert.pem(), ca_pem))?;
+    fs::write(
+        root.join("tls/server.crt"),
+        format!("{}{}", server_cert.pem(), ca_pem),
+    )?;
     let mut key = File::create(root.join("tls/server.key"))?;
     key.write_all(server_key.serialize_pem().as_bytes())?;
     fs::write(root.join("tls/ca.crt"), &ca_pem)?;

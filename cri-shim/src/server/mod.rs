@@ -44,8 +44,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    let images = Arc::new(ImageService::open(config.clone())?);
+    // Bind first: a runtime already serving this socket must be refused before the store's
+    // start-up cleanup could touch its files.
     let listener = bind(&config.socket)?;
+    let images = Arc::new(ImageService::open(config.clone())?);
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "CRI server listening");
     tonic::transport::Server::builder()
         .add_service(

@@ -34,7 +34,8 @@ impl Compression {
             Compression::None => tar.to_vec(),
             Compression::Gzip => {
                 let level = flate2::Compression::new(level.unwrap_or(6));
-                let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(tar.len() / 2), level);
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(tar.len() / 2), level);
                 enc.write_all(tar)?;
                 enc.finish()?
             }
@@ -48,10 +49,14 @@ impl Compression {
         match self {
             Compression::None => out.extend_from_slice(blob),
             Compression::Gzip => {
-                flate2::read::GzDecoder::new(blob).read_to_end(&mut out).context("gunzip")?;
+                flate2::read::GzDecoder::new(blob)
+                    .read_to_end(&mut out)
+                    .context("gunzip")?;
             }
             Compression::Zstd => {
-                zstd::stream::read::Decoder::new(blob)?.read_to_end(&mut out).context("unzstd")?;
+                zstd::stream::read::Decoder::new(blob)?
+                    .read_to_end(&mut out)
+                    .context("unzstd")?;
             }
         }
         Ok(out)
@@ -91,7 +96,11 @@ impl LayerBlob {
     }
 
     /// Like `from_tar` with an explicit compression level.
-    pub fn from_tar_level(tar: &[u8], compression: Compression, level: Option<u32>) -> Result<LayerBlob> {
+    pub fn from_tar_level(
+        tar: &[u8],
+        compression: Compression,
+        level: Option<u32>,
+    ) -> Result<LayerBlob> {
         let data = compression.compress_level(tar, level)?;
         Ok(Self::from_parts(data, compression, sha256_digest(tar)))
     }

@@ -44,21 +44,35 @@ pub fn busybox() -> Result<Image> {
 pub fn busybox_layer() -> Result<Layer> {
     let binary = std::fs::read(HOST_BUSYBOX)
         .with_context(|| format!("reading {HOST_BUSYBOX} (apt-get install busybox-static)"))?;
-    let out = Command::new(HOST_BUSYBOX).arg("--list").output().context("busybox --list")?;
+    let out = Command::new(HOST_BUSYBOX)
+        .arg("--list")
+        .output()
+        .context("busybox --list")?;
     if !out.status.success() {
-        bail!("busybox --list failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "busybox --list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut layer = Layer::default();
-    for d in ["bin", "dev", "etc", "home", "proc", "sys", "usr", "usr/bin", "var"] {
+    for d in [
+        "bin", "dev", "etc", "home", "proc", "sys", "usr", "usr/bin", "var",
+    ] {
         layer.push(Entry::dir(d));
     }
     layer.push(Entry::dir("root").with_mode(0o700));
     layer.push(Entry::dir("tmp").with_mode(0o1777));
     layer.push(Entry::file_mode("bin/busybox", binary, 0o755));
-    let mut applets: Vec<&str> = std::str::from_utf8(&out.stdout)?.lines().map(str::trim).collect();
+    let mut applets: Vec<&str> = std::str::from_utf8(&out.stdout)?
+        .lines()
+        .map(str::trim)
+        .collect();
     applets.sort_unstable();
     applets.dedup();
-    for applet in applets.into_iter().filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/')) {
+    for applet in applets
+        .into_iter()
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+    {
         layer.push(Entry::symlink(&format!("bin/{applet}"), "busybox"));
     }
     layer.push(Entry::file(
@@ -128,7 +142,10 @@ pub const BIG_LAYERS: usize = 8;
 /// Blobs are cached under `<tmp>/capstan-testimages/<key>/`, so only the first call on a machine builds them.
 pub fn big(total_bytes: u64) -> Result<Image> {
     let base = busybox()?;
-    let key = format!("big-v{GENERATOR_VERSION}-{total_bytes}-{}", &crate::registry::digest_hex(&base.layers[0].diff_id)[..12]);
+    let key = format!(
+        "big-v{GENERATOR_VERSION}-{total_bytes}-{}",
+        &crate::registry::digest_hex(&base.layers[0].diff_id)[..12]
+    );
     cache::cached_image(&key, || {
         let per_layer = (total_bytes / BIG_LAYERS as u64).max(4096);
         let layers: Vec<Result<LayerBlob>> = std::thread::scope(|s| {
@@ -141,13 +158,20 @@ pub fn big(total_bytes: u64) -> Result<Image> {
                         chunk
                             .into_iter()
                             .map(|i| {
-                                LayerBlob::from_tar_level(&big_layer(i, per_layer).tar(), Compression::Gzip, Some(6))
+                                LayerBlob::from_tar_level(
+                                    &big_layer(i, per_layer).tar(),
+                                    Compression::Gzip,
+                                    Some(6),
+                                )
                             })
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("layer builder panicked")).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("layer builder panicked"))
+                .collect()
         });
         let mut image = base.clone();
         for layer in layers {
@@ -161,10 +185,20 @@ pub fn big(total_bytes: u64) -> Result<Image> {
 fn big_layer(i: usize, budget: u64) -> Layer {
     let mut rng = SplitMix64::new(0xB16_1A7E ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let root = format!("opt/big/layer{i}");
-    let mut layer = Layer::new(vec![Entry::dir("opt"), Entry::dir("opt/big"), Entry::dir(&root)]);
+    let mut layer = Layer::new(vec![
+        Entry::dir("opt"),
+        Entry::dir("opt/big"),
+        Entry::dir(&root),
+    ]);
     let large = budget / 5;
-    layer.push(Entry::file(&format!("{root}/large-random.bin"), content::random_bytes(&mut rng, large as usize)));
-    layer.push(Entry::file(&format!("{root}/large-text.log"), content::text(&mut rng, large as usize)));
+    layer.push(Entry::file(
+        &format!("{root}/large-random.bin"),
+        content::random_bytes(&mut rng, large as usize),
+    ));
+    layer.push(Entry::file(
+        &format!("{root}/large-text.log"),
+        content::text(&mut rng, large as usize),
+    ));
     let mut remaining = budget.saturating_sub(2 * large);
     let mut n = 0usize;
     while remaining > 0 {
@@ -174,9 +208,15 @@ fn big_layer(i: usize, budget: u64) -> Layer {
         let size = (256 + rng.below(32 * 1024 - 256)).min(remaining);
         let dir = format!("{root}/small/d{:03}", n / 64);
         let entry = if rng.below(10) < 7 {
-            Entry::file(&format!("{dir}/f{n:05}.txt"), content::text(&mut rng, size as usize))
+            Entry::file(
+                &format!("{dir}/f{n:05}.txt"),
+                content::text(&mut rng, size as usize),
+            )
         } else {
-            Entry::file(&format!("{dir}/f{n:05}.bin"), content::random_bytes(&mut rng, size as usize))
+            Entry::file(
+                &format!("{dir}/f{n:05}.bin"),
+                content::random_bytes(&mut rng, size as usize),
+            )
         };
         layer.push(entry);
         remaining -= size;
@@ -184,7 +224,9 @@ fn big_layer(i: usize, budget: u64) -> Layer {
     }
     if n > 0 {
         // Make sure the "small" dir itself exists before its children in a strict extractor.
-        layer.entries.insert(3, Entry::dir(&format!("{root}/small")));
+        layer
+            .entries
+            .insert(3, Entry::dir(&format!("{root}/small")));
     }
     layer
 }
@@ -201,4 +243,12 @@ pub fn decoy(platform: &Platform, real: &Platform) -> Result<Image> {
         }),
         vec![LayerBlob::from_tar(&layer, Compression::Gzip)?],
     )
+}
+
+/// `base` plus a tiny layer with a unique `/.capstan-unique` file, so its manifest, config and top layer are shared
+/// with no other image (safe to corrupt in a shared registry).
+pub fn unique(base: Image) -> Result<Image> {
+    let marker = crate::names::unique_name("unique");
+    let layer = Layer::new(vec![Entry::file(".capstan-unique", format!("{marker}\n"))]).tar();
+    base.with_layer(LayerBlob::from_tar(&layer, Compression::Gzip)?)
 }

@@ -36,11 +36,62 @@ pub fn random_bytes(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
 }
 
 const WORDS: &[&str] = &[
-    "container", "node", "kubelet", "pod", "image", "layer", "registry", "manifest", "digest", "snapshot",
-    "overlay", "mount", "network", "namespace", "cgroup", "memory", "cpu", "volume", "secret", "config",
-    "the", "a", "of", "to", "and", "in", "is", "for", "on", "with", "error", "warning", "info", "debug",
-    "started", "stopped", "pulled", "created", "deleted", "ready", "failed", "retry", "timeout", "ok",
-    "0", "1", "42", "200", "404", "500", "127.0.0.1", "sha256", "tar", "gzip", "zstd", "capstan",
+    "container",
+    "node",
+    "kubelet",
+    "pod",
+    "image",
+    "layer",
+    "registry",
+    "manifest",
+    "digest",
+    "snapshot",
+    "overlay",
+    "mount",
+    "network",
+    "namespace",
+    "cgroup",
+    "memory",
+    "cpu",
+    "volume",
+    "secret",
+    "config",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "error",
+    "warning",
+    "info",
+    "debug",
+    "started",
+    "stopped",
+    "pulled",
+    "created",
+    "deleted",
+    "ready",
+    "failed",
+    "retry",
+    "timeout",
+    "ok",
+    "0",
+    "1",
+    "42",
+    "200",
+    "404",
+    "500",
+    "127.0.0.1",
+    "sha256",
+    "tar",
+    "gzip",
+    "zstd",
+    "capstan",
 ];
 
 /// About `len` bytes of log-like text (compresses roughly 3-4x with gzip), exactly `len` long.
@@ -49,7 +100,9 @@ pub fn text(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
     let mut line = 0u64;
     while out.len() < len {
         line += 1;
-        out.extend_from_slice(format!("{line:08} level={} ", WORDS[31 + rng.below(4) as usize]).as_bytes());
+        out.extend_from_slice(
+            format!("{line:08} level={} ", WORDS[30 + rng.below(4) as usize]).as_bytes(),
+        );
         let words = 4 + rng.below(12);
         for _ in 0..words {
             let r = rng.next_u64();

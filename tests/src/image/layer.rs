@@ -26,17 +26,39 @@ pub struct Meta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// A regular file.
-    File { path: String, content: Vec<u8>, meta: Meta },
+    File {
+        path: String,
+        content: Vec<u8>,
+        meta: Meta,
+    },
     /// A directory (written with a trailing `/`).
     Dir { path: String, meta: Meta },
     /// A symbolic link to `target`.
-    Symlink { path: String, target: String, meta: Meta },
+    Symlink {
+        path: String,
+        target: String,
+        meta: Meta,
+    },
     /// A hard link to the earlier entry `target`.
-    Hardlink { path: String, target: String, meta: Meta },
+    Hardlink {
+        path: String,
+        target: String,
+        meta: Meta,
+    },
     /// A character device node.
-    CharDevice { path: String, major: u32, minor: u32, meta: Meta },
+    CharDevice {
+        path: String,
+        major: u32,
+        minor: u32,
+        meta: Meta,
+    },
     /// A block device node.
-    BlockDevice { path: String, major: u32, minor: u32, meta: Meta },
+    BlockDevice {
+        path: String,
+        major: u32,
+        minor: u32,
+        meta: Meta,
+    },
     /// A named pipe.
     Fifo { path: String, meta: Meta },
     /// Whiteout of `path`: written as `dirname(path)/.wh.basename(path)`.
@@ -52,7 +74,15 @@ pub enum Entry {
 impl Entry {
     /// Regular file with mode 0644 owned by root.
     pub fn file(path: &str, content: impl Into<Vec<u8>>) -> Entry {
-        Entry::File { path: path.into(), content: content.into(), meta: Meta { mode: 0o644, uid: 0, gid: 0 } }
+        Entry::File {
+            path: path.into(),
+            content: content.into(),
+            meta: Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Regular file with the given mode, owned by root.
@@ -62,32 +92,80 @@ impl Entry {
 
     /// Directory with mode 0755 owned by root.
     pub fn dir(path: &str) -> Entry {
-        Entry::Dir { path: path.into(), meta: Meta { mode: 0o755, uid: 0, gid: 0 } }
+        Entry::Dir {
+            path: path.into(),
+            meta: Meta {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Symlink `path -> target`.
     pub fn symlink(path: &str, target: &str) -> Entry {
-        Entry::Symlink { path: path.into(), target: target.into(), meta: Meta { mode: 0o777, uid: 0, gid: 0 } }
+        Entry::Symlink {
+            path: path.into(),
+            target: target.into(),
+            meta: Meta {
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Hard link `path` to `target`.
     pub fn hardlink(path: &str, target: &str) -> Entry {
-        Entry::Hardlink { path: path.into(), target: target.into(), meta: Meta { mode: 0o644, uid: 0, gid: 0 } }
+        Entry::Hardlink {
+            path: path.into(),
+            target: target.into(),
+            meta: Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Character device `major:minor` with mode 0666.
     pub fn char_device(path: &str, major: u32, minor: u32) -> Entry {
-        Entry::CharDevice { path: path.into(), major, minor, meta: Meta { mode: 0o666, uid: 0, gid: 0 } }
+        Entry::CharDevice {
+            path: path.into(),
+            major,
+            minor,
+            meta: Meta {
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Block device `major:minor` with mode 0660.
     pub fn block_device(path: &str, major: u32, minor: u32) -> Entry {
-        Entry::BlockDevice { path: path.into(), major, minor, meta: Meta { mode: 0o660, uid: 0, gid: 0 } }
+        Entry::BlockDevice {
+            path: path.into(),
+            major,
+            minor,
+            meta: Meta {
+                mode: 0o660,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Named pipe with mode 0644.
     pub fn fifo(path: &str) -> Entry {
-        Entry::Fifo { path: path.into(), meta: Meta { mode: 0o644, uid: 0, gid: 0 } }
+        Entry::Fifo {
+            path: path.into(),
+            meta: Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        }
     }
 
     /// Whiteout deleting `path` from lower layers.
@@ -102,7 +180,10 @@ impl Entry {
 
     /// Raw header bytes plus data, written unchanged.
     pub fn raw(header: impl Into<Vec<u8>>, data: impl Into<Vec<u8>>) -> Entry {
-        Entry::Raw { header: header.into(), data: data.into() }
+        Entry::Raw {
+            header: header.into(),
+            data: data.into(),
+        }
     }
 
     /// Replaces the permission bits (no-op for whiteouts, opaque markers and raw entries).
@@ -174,34 +255,94 @@ struct TarWriter {
 impl TarWriter {
     fn entry(&mut self, e: &Entry) {
         match e {
-            Entry::File { path, content, meta } => self.put(path, EntryType::Regular, meta, None, content, None),
+            Entry::File {
+                path,
+                content,
+                meta,
+            } => self.put(path, EntryType::Regular, meta, None, content, None),
             Entry::Dir { path, meta } => {
-                let p = if path.ends_with('/') { path.clone() } else { format!("{path}/") };
+                let p = if path.ends_with('/') {
+                    path.clone()
+                } else {
+                    format!("{path}/")
+                };
                 self.put(&p, EntryType::Directory, meta, None, &[], None)
             }
-            Entry::Symlink { path, target, meta } => self.put(path, EntryType::Symlink, meta, Some(target), &[], None),
-            Entry::Hardlink { path, target, meta } => self.put(path, EntryType::Link, meta, Some(target), &[], None),
-            Entry::CharDevice { path, major, minor, meta } => {
-                self.put(path, EntryType::Char, meta, None, &[], Some((*major, *minor)))
+            Entry::Symlink { path, target, meta } => {
+                self.put(path, EntryType::Symlink, meta, Some(target), &[], None)
             }
-            Entry::BlockDevice { path, major, minor, meta } => {
-                self.put(path, EntryType::Block, meta, None, &[], Some((*major, *minor)))
+            Entry::Hardlink { path, target, meta } => {
+                self.put(path, EntryType::Link, meta, Some(target), &[], None)
             }
+            Entry::CharDevice {
+                path,
+                major,
+                minor,
+                meta,
+            } => self.put(
+                path,
+                EntryType::Char,
+                meta,
+                None,
+                &[],
+                Some((*major, *minor)),
+            ),
+            Entry::BlockDevice {
+                path,
+                major,
+                minor,
+                meta,
+            } => self.put(
+                path,
+                EntryType::Block,
+                meta,
+                None,
+                &[],
+                Some((*major, *minor)),
+            ),
             Entry::Fifo { path, meta } => self.put(path, EntryType::Fifo, meta, None, &[], None),
             Entry::Whiteout { path } => {
                 let trimmed = path.trim_end_matches('/');
-                let (dir, base) = trimmed.rsplit_once('/').map_or(("", trimmed), |(d, b)| (d, b));
+                let (dir, base) = trimmed
+                    .rsplit_once('/')
+                    .map_or(("", trimmed), |(d, b)| (d, b));
                 let name = if dir.is_empty() {
                     format!("{WHITEOUT_PREFIX}{base}")
                 } else {
                     format!("{dir}/{WHITEOUT_PREFIX}{base}")
                 };
-                self.put(&name, EntryType::Regular, &Meta { mode: 0, uid: 0, gid: 0 }, None, &[], None)
+                self.put(
+                    &name,
+                    EntryType::Regular,
+                    &Meta {
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                    },
+                    None,
+                    &[],
+                    None,
+                )
             }
             Entry::Opaque { dir } => {
                 let dir = dir.trim_end_matches('/');
-                let name = if dir.is_empty() { OPAQUE_MARKER.to_string() } else { format!("{dir}/{OPAQUE_MARKER}") };
-                self.put(&name, EntryType::Regular, &Meta { mode: 0, uid: 0, gid: 0 }, None, &[], None)
+                let name = if dir.is_empty() {
+                    OPAQUE_MARKER.to_string()
+                } else {
+                    format!("{dir}/{OPAQUE_MARKER}")
+                };
+                self.put(
+                    &name,
+                    EntryType::Regular,
+                    &Meta {
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                    },
+                    None,
+                    &[],
+                    None,
+                )
             }
             Entry::Raw { header, data } => {
                 let mut block = header.clone();
@@ -244,8 +385,10 @@ impl TarWriter {
             copy_truncated(&mut gnu.gname, b"root");
         }
         if let Some((major, minor)) = dev {
-            h.set_device_major(major).expect("gnu header has device fields");
-            h.set_device_minor(minor).expect("gnu header has device fields");
+            h.set_device_major(major)
+                .expect("gnu header has device fields");
+            h.set_device_minor(minor)
+                .expect("gnu header has device fields");
         }
         h.set_cksum();
         self.out.extend_from_slice(h.as_bytes());

@@ -21,7 +21,8 @@ pub mod media {
     /// Docker schema-2 manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker manifest list.
-    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     /// Docker image config.
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     /// Docker uncompressed layer (append `.gzip` / `.zstd`).
@@ -90,7 +91,11 @@ pub struct Platform {
 impl Platform {
     /// `linux/<arch>`.
     pub fn linux(arch: &str) -> Platform {
-        Platform { architecture: arch.to_string(), os: "linux".to_string(), variant: None }
+        Platform {
+            architecture: arch.to_string(),
+            os: "linux".to_string(),
+            variant: None,
+        }
     }
 
     /// The platform of this machine (`linux/amd64` on x86_64, `linux/arm64` on aarch64).
@@ -178,7 +183,12 @@ impl Image {
         if !config.is_object() {
             bail!("image config must be a JSON object");
         }
-        let mut image = Image { config_json: Vec::new(), layers, platform: Platform::host(), annotations: BTreeMap::new() };
+        let mut image = Image {
+            config_json: Vec::new(),
+            layers,
+            platform: Platform::host(),
+            annotations: BTreeMap::new(),
+        };
         image.sync_config(config)?;
         Ok(image)
     }
@@ -198,17 +208,23 @@ impl Image {
 
     /// Rewrites `config_json` from `config`, making rootfs/history match `layers` and `platform` match it.
     pub fn sync_config(&mut self, mut config: Value) -> Result<()> {
-        let obj = config.as_object_mut().context("image config must be a JSON object")?;
+        let obj = config
+            .as_object_mut()
+            .context("image config must be a JSON object")?;
         let host = Platform::host();
-        obj.entry("architecture").or_insert_with(|| json!(host.architecture));
+        obj.entry("architecture")
+            .or_insert_with(|| json!(host.architecture));
         obj.entry("os").or_insert_with(|| json!(host.os));
         obj.entry("created").or_insert_with(|| json!(CREATED));
         obj.insert(
             "rootfs".into(),
             json!({ "type": "layers", "diff_ids": self.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() }),
         );
-        let mut history: Vec<Value> =
-            obj.get("history").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut history: Vec<Value> = obj
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         history.truncate(self.layers.len());
         while history.len() < self.layers.len() {
             history.push(json!({ "created": CREATED, "created_by": format!("capstan-tests layer {}", history.len()) }));
@@ -217,7 +233,10 @@ impl Image {
         self.platform = Platform {
             architecture: obj["architecture"].as_str().unwrap_or_default().to_string(),
             os: obj["os"].as_str().unwrap_or_default().to_string(),
-            variant: obj.get("variant").and_then(Value::as_str).map(str::to_string),
+            variant: obj
+                .get("variant")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         };
         self.config_json = serde_json::to_vec(&config)?;
         Ok(())
@@ -233,7 +252,10 @@ impl Image {
         self.layers
             .iter()
             .map(|l| Descriptor {
-                media_type: l.media_type.clone().unwrap_or_else(|| kind.layer_media_type(l.compression)),
+                media_type: l
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| kind.layer_media_type(l.compression)),
                 digest: l.digest.clone(),
                 size: l.size,
                 platform: None,
@@ -270,7 +292,10 @@ impl Image {
 
     /// Every blob the manifest references: config first, then layers, as `(digest, bytes)`.
     pub fn blobs(&self) -> Vec<(String, &[u8])> {
-        let mut out = vec![(sha256_digest(&self.config_json), self.config_json.as_slice())];
+        let mut out = vec![(
+            sha256_digest(&self.config_json),
+            self.config_json.as_slice(),
+        )];
         out.extend(self.layers.iter().map(|l| (l.digest.clone(), &l.data[..])));
         out
     }
@@ -293,7 +318,10 @@ pub struct Index {
 impl Index {
     /// An index over `images`.
     pub fn new(images: Vec<Image>) -> Index {
-        Index { images, annotations: BTreeMap::new() }
+        Index {
+            images,
+            annotations: BTreeMap::new(),
+        }
     }
 
     /// `[decoy for another platform, image]`: the decoy comes first so "take the first entry" is caught.

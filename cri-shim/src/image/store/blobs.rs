@@ -67,7 +67,7 @@ impl BlobStore {
             expected,
             size,
             written: 0,
-            hasher: Hasher::default(),
+            hasher: Some(Hasher::default()),
         })
     }
 
@@ -97,7 +97,8 @@ pub struct BlobWriter {
     expected: Digest,
     size: u64,
     written: u64,
-    hasher: Hasher,
+    /// Taken when the content is verified; writing after that is refused.
+    hasher: Option<Hasher>,
 }
 
 impl BlobWriter {
@@ -111,7 +112,7 @@ impl BlobWriter {
                 actual: self.written,
             });
         }
-        self.hasher.update(bytes);
+        self.hasher.as_mut().ok_or_else(closed)?.update(bytes);
         let file = self.file.as_mut().ok_or_else(closed)?;
         file.write_all(bytes)
             .map_err(|e| ImageError::io("writing blob", e))
@@ -119,7 +120,9 @@ impl BlobWriter {
 
     /// Check size and digest, then atomically move the blob into the store.
     pub fn commit(mut self) -> Result<(), ImageError> {
-        self.verify()?;
+        if self.hasher.is_some() {
+            self.verify()?;
+        }
         let file = self.file.take().ok_or_else(closed)?;
         file.sync_all()
             .map_err(|e| ImageError::io("syncing blob", e))?;
@@ -128,7 +131,7 @@ impl BlobWriter {
             .map_err(|e| ImageError::io("committing blob", e))
     }
 
-    /// Check size and digest of what was written so far, as the final state.
+    /// Check size and digest of what was written, as the final state.
     pub fn verify(&mut self) -> Result<(), ImageError> {
         if self.written != self.size {
             return Err(ImageError::SizeMismatch {
@@ -137,7 +140,7 @@ impl BlobWriter {
                 actual: self.written,
             });
         }
-        let actual = std::mem::take(&mut self.hasher).finish();
+        let actual = self.hasher.take().ok_or_else(closed)?.finish();
         if actual != self.expected {
             return Err(ImageError::DigestMismatch {
                 expected: self.expected.to_string(),
@@ -150,9 +153,8 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if self.file.is_some() || self.tmp.exists() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        // After a commit the file has been renamed away and this finds nothing.
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 

@@ -25,12 +25,15 @@ pub struct ImageStore {
     /// Unpacked layers by diff ID.
     pub snapshots: SnapshotStore,
     records: Mutex<Records>,
+    /// Held for the store's lifetime: one runtime per store.
+    _lock: std::fs::File,
 }
 
 impl ImageStore {
     /// Open the store at `root`, cleaning whatever an interrupted write left behind.
     pub fn open(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
+        let lock = lock_exclusive(root)?;
         let scratch = root.join("tmp");
         fsutil::reset_dir(&scratch)?;
         Ok(Self {
@@ -38,6 +41,7 @@ impl ImageStore {
             blobs: BlobStore::open(root)?,
             snapshots: SnapshotStore::open(root)?,
             records: Mutex::new(Records::open(root, &scratch)?),
+            _lock: lock,
         })
     }
 
@@ -96,6 +100,22 @@ impl ImageStore {
         }
         Ok(usage)
     }
+}
+
+/// Lock the store root, failing at once if another process holds it.
+fn lock_exclusive(root: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("lock"))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("image store {} is in use by another process ({e})", root.display()),
+        )
+    })?;
+    Ok(file)
 }
 
 /// What a garbage collection removed.

@@ -43,13 +43,16 @@ impl Compression {
     pub fn from_media_type(media_type: &str) -> Result<Self, UnpackError> {
         Ok(match media_type {
             "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Self::None,
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Self::None,
             "application/vnd.oci.image.layer.v1.tar+gzip"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Self::Gzip,
             "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Self::Zstd,
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            // Not in Docker's schema 2 spec, but written by BuildKit and accepted by containerd.
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Self::Zstd,
             other => return Err(UnpackError::UnsupportedMediaType(other.to_owned())),
         })
     }

@@ -1,0 +1,112 @@
+//! Debian's containerd as a peer: a private instance with its own root, state and socket,
+//! driven with `ctr`.
+
+use std::fs::{self, File};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cleanup::TempRoot;
+
+/// The containerd daemon binary.
+pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
+
+/// A running private containerd; killed and its directories removed on drop.
+pub struct Containerd {
+    dir: TempRoot,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Start containerd (without its CRI plugin) and wait for its socket.
+    pub fn start() -> Result<Self> {
+        if !std::path::Path::new(CONTAINERD_BIN).is_file() {
+            bail!("{CONTAINERD_BIN} not found: apt-get install containerd");
+        }
+        let dir = TempRoot::new("containerd")?;
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"{debug}\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            sock = dir.join("containerd.sock").display(),
+            debug = dir.join("debug.sock").display(),
+        );
+        fs::write(dir.join("config.toml"), config)?;
+        let log = File::create(dir.join("containerd.log"))?;
+        let child = Command::new(CONTAINERD_BIN)
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting containerd")?;
+        let mut containerd = Self {
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(containerd.socket()).is_err() {
+            if let Some(status) = containerd
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("containerd exited with {status}: {}", containerd.log());
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not start: {}", containerd.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(containerd)
+    }
+
+    /// The gRPC socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// The daemon's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Run `ctr --address SOCKET <args>`.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr {} failed: {}\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Snapshots may still be mounted if a test failed midway.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(self.dir.join("root"))
+            .status();
+    }
+}
