@@ -20,9 +20,13 @@ use crate::registry::Registry;
 pub enum Fault {
     /// Answer with this status, content type, extra headers and body instead of forwarding.
     Respond {
+        /// HTTP status code.
         status: u16,
+        /// `Content-Type` header.
         content_type: String,
+        /// Extra headers (e.g. a lying `Docker-Content-Digest`).
         headers: Vec<(String, String)>,
+        /// Response body.
         body: Vec<u8>,
     },
     /// Forward, but close the connection after `n` body bytes (the upstream `Content-Length` is kept).

@@ -197,7 +197,8 @@ impl Registry {
         self.root.join("config.yml")
     }
 
-    /// A blocking HTTP client trusting the registry's CA (no credentials attached).
+    /// A blocking HTTP client trusting the registry's CA (no credentials attached); create, use and drop it
+    /// outside any async runtime (or via [`http::off_runtime`]).
     pub fn http_client(&self) -> Result<reqwest::blocking::Client> {
         http::client(self.ca_pem.as_deref())
     }
@@ -214,8 +215,10 @@ impl Registry {
             .lines()
             .filter(|l| l.contains("\"GET /v2/"))
             .filter(|l| {
-                l.contains(&format!("/blobs/{digest} HTTP/"))
-                    || l.contains(&format!("/blobs/{encoded} HTTP/"))
+                // A query (e.g. a mirror's `?ns=upstream`) may follow the digest.
+                [digest, encoded.as_str()].iter().any(|d| {
+                    l.contains(&format!("/blobs/{d} HTTP/")) || l.contains(&format!("/blobs/{d}?"))
+                })
             })
             .count();
         Ok(count)
@@ -227,7 +230,7 @@ impl Registry {
         Ok(self
             .log_text()
             .lines()
-            .filter(|l| l.contains("\" ") && l.contains(" HTTP/1."))
+            .filter(|l| l.contains("] \"") && l.contains(" HTTP/1."))
             .map(str::to_string)
             .collect())
     }

@@ -131,7 +131,12 @@ fn kill_9_during_pulls_leaves_nothing_half_visible_and_the_next_pull_finishes() 
         let _ = pull.wait();
         cri.restart()?;
 
-        assert!(cri.scratch_leftovers().is_empty(), "scratch left after restart: {:?}", cri.scratch_leftovers());
+        assert!(
+            cri.scratch_leftovers().is_empty(),
+            "scratch left after restart (delay {delay_ms} ms): {:?}\n{}",
+            cri.scratch_leftovers(),
+            cri.log()
+        );
         let listed = cri.cli_ok(&["image", "ls", "-q"])?;
         // Either the pull completed before the kill, or the image is not visible at all.
         if !listed.trim().is_empty() {

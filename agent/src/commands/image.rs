@@ -59,7 +59,8 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
             sandbox_config: None,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("pulling {}: {}", args.image, s.message()))?;
+        // The runtime's message already names the image.
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
     println!(
         "Image is up to date for {}",
         response.into_inner().image_ref

@@ -44,10 +44,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    // Bind first: a runtime already serving this socket must be refused before the store's
-    // start-up cleanup could touch its files.
-    let listener = bind(&config.socket)?;
+    // A runtime already serving this socket is refused before the store's start-up cleanup
+    // could touch its files; the socket is bound only once the store is ready, so a client
+    // that can connect can be served.
+    refuse_live_socket(&config.socket)?;
     let images = Arc::new(ImageService::open(config.clone())?);
+    let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "CRI server listening");
     tonic::transport::Server::builder()
         .add_service(
@@ -67,24 +69,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// Bind the socket, replacing a stale one left by a previous run.
-fn bind(path: &Path) -> Result<UnixListener, ServeError> {
-    let fail = |source| ServeError::Bind {
+fn bind_error(path: &Path, source: std::io::Error) -> ServeError {
+    ServeError::Bind {
         path: path.display().to_string(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
     }
+}
+
+/// Fail if another process answers on the socket.
+fn refuse_live_socket(path: &Path) -> Result<(), ServeError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(fail(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "another runtime is serving this socket",
-        )));
+        return Err(bind_error(
+            path,
+            std::io::Error::new(std::io::ErrorKind::AddrInUse, "another runtime is serving this socket"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bind the socket, replacing a stale one left by a previous run.
+fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| bind_error(path, e))?;
     }
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_error(path, e)),
         _ => {}
     }
-    UnixListener::bind(path).map_err(fail)
+    UnixListener::bind(path).map_err(|e| bind_error(path, e))
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::model::{Descriptor, ManifestKind};
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -114,6 +116,20 @@ impl LayerBlob {
             compression,
             diff_id,
             media_type: None,
+        }
+    }
+
+    /// The descriptor a manifest of `kind` lists for this layer.
+    pub fn descriptor(&self, kind: ManifestKind) -> Descriptor {
+        Descriptor {
+            media_type: self
+                .media_type
+                .clone()
+                .unwrap_or_else(|| kind.layer_media_type(self.compression)),
+            digest: self.digest.clone(),
+            size: self.size,
+            platform: None,
+            annotations: None,
         }
     }
 

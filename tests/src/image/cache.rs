@@ -32,7 +32,11 @@ struct LayerMeta {
 }
 
 /// Loads image `key` from the cache (verifying every digest), or builds it with `build` and stores it atomically.
+///
+/// An exclusive `flock` on `<key>.lock` makes concurrent callers (threads or processes) wait for one build.
 pub fn cached_image(key: &str, build: impl FnOnce() -> Result<Image>) -> Result<Image> {
+    fs::create_dir_all(cache_root())?;
+    let _lock = lock(key)?;
     let dir = cache_root().join(key);
     if dir.is_dir() {
         match load(&dir) {
@@ -48,6 +52,27 @@ pub fn cached_image(key: &str, build: impl FnOnce() -> Result<Image>) -> Result<
         eprintln!("could not cache image {key}: {e:#}");
     }
     Ok(image)
+}
+
+/// Takes an exclusive lock on `<cache_root>/<key>.lock`, released when the file is dropped.
+fn lock(key: &str) -> Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = cache_root().join(format!("{key}.lock"));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    loop {
+        // SAFETY: flock(2) on a file descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+    }
 }
 
 fn load(dir: &std::path::Path) -> Result<Image> {

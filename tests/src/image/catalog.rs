@@ -19,7 +19,7 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Version of the generators; bump to invalidate on-disk caches.
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 
 static BUSYBOX: Mutex<Option<Image>> = Mutex::new(None);
 
@@ -202,7 +202,7 @@ fn big_layer(i: usize, budget: u64) -> Layer {
     let mut remaining = budget.saturating_sub(2 * large);
     let mut n = 0usize;
     while remaining > 0 {
-        if n % 64 == 0 {
+        if n & 63 == 0 {
             layer.push(Entry::dir(&format!("{root}/small/d{:03}", n / 64)));
         }
         let size = (256 + rng.below(32 * 1024 - 256)).min(remaining);

@@ -107,7 +107,7 @@ pub fn text(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
         for _ in 0..words {
             let r = rng.next_u64();
             out.extend_from_slice(WORDS[(r % WORDS.len() as u64) as usize].as_bytes());
-            out.push(if (r >> 32) % 9 == 0 { b'=' } else { b' ' });
+            out.push(if (r >> 32) & 7 == 0 { b'=' } else { b' ' });
         }
         out.extend_from_slice(format!("id={:x}\n", rng.next_u64() >> 40).as_bytes());
     }

@@ -27,48 +27,86 @@ pub struct Meta {
 pub enum Entry {
     /// A regular file.
     File {
+        /// Path inside the layer, written verbatim.
         path: String,
+        /// File contents.
         content: Vec<u8>,
+        /// Mode and owner.
         meta: Meta,
     },
     /// A directory (written with a trailing `/`).
-    Dir { path: String, meta: Meta },
-    /// A symbolic link to `target`.
-    Symlink {
+    Dir {
+        /// Path inside the layer.
         path: String,
-        target: String,
+        /// Mode and owner.
         meta: Meta,
     },
-    /// A hard link to the earlier entry `target`.
-    Hardlink {
+    /// A symbolic link.
+    Symlink {
+        /// Path of the link.
         path: String,
+        /// Link target, written verbatim.
         target: String,
+        /// Mode and owner.
+        meta: Meta,
+    },
+    /// A hard link to an earlier entry.
+    Hardlink {
+        /// Path of the link.
+        path: String,
+        /// Path of the linked entry, written verbatim.
+        target: String,
+        /// Mode and owner.
         meta: Meta,
     },
     /// A character device node.
     CharDevice {
+        /// Path of the node.
         path: String,
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
+        /// Mode and owner.
         meta: Meta,
     },
     /// A block device node.
     BlockDevice {
+        /// Path of the node.
         path: String,
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
+        /// Mode and owner.
         meta: Meta,
     },
     /// A named pipe.
-    Fifo { path: String, meta: Meta },
-    /// Whiteout of `path`: written as `dirname(path)/.wh.basename(path)`.
-    Whiteout { path: String },
-    /// Opaque marker for directory `dir`: written as `dir/.wh..wh..opq`.
-    Opaque { dir: String },
+    Fifo {
+        /// Path of the pipe.
+        path: String,
+        /// Mode and owner.
+        meta: Meta,
+    },
+    /// Whiteout: written as `dirname(path)/.wh.basename(path)`.
+    Whiteout {
+        /// The path deleted from lower layers.
+        path: String,
+    },
+    /// Opaque marker: written as `dir/.wh..wh..opq`.
+    Opaque {
+        /// The directory whose lower-layer contents are hidden.
+        dir: String,
+    },
     /// An arbitrary 512-byte header block (padded or cut to 512) followed by `data` padded to 512 bytes.
     ///
     /// Nothing is validated or fixed up: use it for non-UTF-8 or NUL-laden names, bad checksums, lying sizes.
-    Raw { header: Vec<u8>, data: Vec<u8> },
+    Raw {
+        /// Header bytes (see [`raw_file_header`] for a valid starting point).
+        header: Vec<u8>,
+        /// Data written after the header.
+        data: Vec<u8>,
+    },
 }
 
 impl Entry {
@@ -234,6 +272,14 @@ impl Layer {
     pub fn push(&mut self, entry: Entry) -> &mut Layer {
         self.entries.push(entry);
         self
+    }
+
+    /// The layer as a blob compressed with `compression` (digest, size and diff ID computed).
+    pub fn blob(
+        &self,
+        compression: super::blob::Compression,
+    ) -> anyhow::Result<super::blob::LayerBlob> {
+        super::blob::LayerBlob::from_tar(&self.tar(), compression)
     }
 
     /// The uncompressed tar stream (GNU format, long names via `././@LongLink`, two zero blocks at the end).

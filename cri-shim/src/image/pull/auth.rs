@@ -44,6 +44,15 @@ impl Credentials {
         }
     }
 
+    /// A stable identifier that reveals no secret (a hash), to key caches by.
+    pub fn fingerprint(&self) -> String {
+        let text = match self {
+            Self::Basic { username, password } => format!("basic\0{username}\0{password}"),
+            Self::RegistryToken(token) => format!("token\0{token}"),
+        };
+        crate::image::digest::Digest::of(text.as_bytes()).hex().to_owned()
+    }
+
     /// Credentials from a CRI AuthConfig; `None` when it carries none.
     pub fn from_cri(auth: &AuthConfig) -> Result<Option<Self>, ImageError> {
         from_fields(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::{Client, Reference};
 
+use super::auth::Credentials;
 use crate::config::{RegistrySettings, RuntimeConfig};
 use crate::image::error::ImageError;
 
@@ -18,43 +19,62 @@ pub struct Endpoint {
     pub client: Arc<Client>,
     /// The image reference, redirected to the mirror when this is one.
     pub reference: Reference,
+    /// Credentials presented to this host.
+    pub credentials: Option<Credentials>,
 }
 
-/// Registry clients by host, reused across pulls so connections and tokens are shared.
+/// Registry clients by host and credentials, reused across pulls so connections and tokens
+/// are shared. A client remembers the first credentials it authenticated with, so different
+/// credentials need different clients.
 #[derive(Default)]
 pub struct Endpoints {
     clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 
 impl Endpoints {
-    /// Where to fetch `reference` from, in the order to try.
+    /// Where to fetch `reference` from, in the order to try; `credentials` says what to
+    /// present to each host.
     pub fn for_reference(
         &self,
         config: &RuntimeConfig,
         reference: &Reference,
+        credentials: impl Fn(&str) -> Result<Option<Credentials>, ImageError>,
     ) -> Result<Vec<Endpoint>, ImageError> {
         let registry = reference.registry().to_owned();
         let mut endpoints = Vec::new();
         for mirror in config.registry(&registry).mirrors {
             let mut redirected = reference.clone();
             redirected.set_mirror_registry(mirror.clone());
+            let credentials = credentials(&mirror)?;
             endpoints.push(Endpoint {
-                client: self.client(&mirror, &config.registry(&mirror))?,
+                client: self.client(&mirror, &config.registry(&mirror), credentials.as_ref())?,
                 host: mirror,
                 reference: redirected,
+                credentials,
             });
         }
+        let credentials = credentials(&registry)?;
         endpoints.push(Endpoint {
-            client: self.client(&registry, &config.registry(&registry))?,
+            client: self.client(&registry, &config.registry(&registry), credentials.as_ref())?,
             host: registry,
             reference: reference.clone(),
+            credentials,
         });
         Ok(endpoints)
     }
 
-    fn client(&self, host: &str, settings: &RegistrySettings) -> Result<Arc<Client>, ImageError> {
+    fn client(
+        &self,
+        host: &str,
+        settings: &RegistrySettings,
+        credentials: Option<&Credentials>,
+    ) -> Result<Arc<Client>, ImageError> {
+        let key = format!(
+            "{host}|{}",
+            credentials.map(Credentials::fingerprint).unwrap_or_default()
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(host) {
+        if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let mut extra_root_certificates = Vec::new();
@@ -81,7 +101,7 @@ impl Endpoints {
             user_agent: concat!("capstan/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         }));
-        clients.insert(host.to_owned(), client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 }

@@ -59,16 +59,17 @@ impl Puller {
         name: &ImageName,
         credentials: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
-        let endpoints = self
-            .endpoints
-            .for_reference(&self.config, name.reference())?;
+        let registry = name.registry().to_owned();
+        let endpoints = self.endpoints.for_reference(&self.config, name.reference(), |host| {
+            // The request's credentials are for the image's own registry, never for mirrors.
+            match (&credentials, host == registry) {
+                (Some(c), true) => Ok(Some(c.clone())),
+                _ => self.configured_credentials(host),
+            }
+        })?;
         let last = endpoints.len() - 1;
         for (i, endpoint) in endpoints.iter().enumerate() {
-            let creds = match (&credentials, i == last) {
-                (Some(c), true) => Some(c.clone()),
-                _ => self.configured_credentials(&endpoint.host)?,
-            };
-            match self.pull_from(endpoint, name, creds.as_ref()).await {
+            match self.pull_from(endpoint, name).await {
                 Err(e) if i < last => {
                     tracing::warn!(mirror = %endpoint.host, image = %name.whole(), error = %e, "mirror failed, trying next");
                 }
@@ -90,13 +91,8 @@ impl Puller {
         }
     }
 
-    async fn pull_from(
-        &self,
-        ep: &Endpoint,
-        name: &ImageName,
-        creds: Option<&Credentials>,
-    ) -> Result<ImageRecord, ImageError> {
-        let auth = Credentials::to_registry_auth(creds);
+    async fn pull_from(&self, ep: &Endpoint, name: &ImageName) -> Result<ImageRecord, ImageError> {
+        let auth = Credentials::to_registry_auth(ep.credentials.as_ref());
         let (bytes, _) = ep
             .client
             .pull_manifest_raw(&ep.reference, &auth, manifest::ACCEPTED)
