@@ -8,7 +8,7 @@ mod single_flight;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use oci_client::errors::OciDistributionError;
 
 pub use auth::Credentials;
@@ -146,10 +146,13 @@ impl Puller {
             .zip(&layers)
             .map(|(descriptor, layer)| self.ensure_layer(ep, layer, &descriptor.urls))
             .collect();
-        futures::stream::iter(jobs)
+        // Every job runs to its end even after one fails, so each cleans up its scratch
+        // before the error is reported.
+        let results: Vec<Result<(), ImageError>> = futures::stream::iter(jobs)
             .buffer_unordered(self.config.max_concurrent_downloads.max(1))
-            .try_collect::<()>()
-            .await?;
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
 
         self.store.blobs.put(&manifest_digest, &manifest_bytes)?;
         self.store.blobs.put(&config_digest, &config_bytes)?;
