@@ -22,12 +22,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "==> starting a local registry with demo/busybox:latest"
-# testbed exits when its stdin closes; the fifo stays open as long as this script runs.
-mkfifo "$work/testbed.in"
-"$bin/testbed" registry --push-demo <"$work/testbed.in" >"$work/registry.out" 2>"$work/registry.log" &
+"$bin/testbed" registry --push-demo --ignore-stdin </dev/null >"$work/registry.out" 2>"$work/registry.log" &
 pids+=($!)
-exec 3>"$work/testbed.in"
-for _ in $(seq 100); do grep -q '^IMAGE ' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q '^READY' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
 registry=$(awk '/^REGISTRY /{print $2}' "$work/registry.out")
 image=$(awk '/^IMAGE /{print $2}' "$work/registry.out")
 [ -n "$image" ] || { cat "$work/registry.log"; echo "registry did not start" >&2; exit 1; }

@@ -8,7 +8,10 @@ fn version_reports_the_binary_and_the_runtime() -> Result<()> {
     let cri = CapstanCri::start(&CriConfig::default())?;
     let out = cri.cli_ok(&["version", "--runtime-endpoint", &cri.endpoint()])?;
     assert!(out.starts_with("capstan "), "{out}");
-    assert!(out.contains("RuntimeName:       capstan") && out.contains("RuntimeApiVersion: v1"), "{out}");
+    assert!(
+        out.contains("RuntimeName:       capstan") && out.contains("RuntimeApiVersion: v1"),
+        "{out}"
+    );
     Ok(())
 }
 
@@ -22,7 +25,10 @@ fn json_logs_are_one_object_per_line() -> Result<()> {
     assert!(lines.len() >= 2, "{log}");
     for line in lines {
         let value: serde_json::Value = serde_json::from_str(line)?;
-        assert!(value["level"].is_string() && value["timestamp"].is_string(), "{line}");
+        assert!(
+            value["level"].is_string() && value["timestamp"].is_string(),
+            "{line}"
+        );
     }
     assert!(log.contains("CRI server listening"));
     Ok(())
@@ -34,9 +40,17 @@ fn a_bad_config_or_endpoint_is_a_clear_error() -> Result<()> {
     let config = cri.scratch().join("typo.yaml");
     std::fs::write(&config, "runtime:\n  sockett: /tmp/x.sock\n")?;
     let err = cri.cli_err(&["cri", "--config", &config.display().to_string()])?;
-    assert!(err.contains("sockett") && err.contains("typo.yaml"), "{err}");
+    assert!(
+        err.contains("sockett") && err.contains("typo.yaml"),
+        "{err}"
+    );
 
-    let err = cri.cli_err(&["image", "ls", "--runtime-endpoint", "unix:///nonexistent/cri.sock"])?;
+    let err = cri.cli_err(&[
+        "image",
+        "ls",
+        "--runtime-endpoint",
+        "unix:///nonexistent/cri.sock",
+    ])?;
     assert!(err.contains("/nonexistent/cri.sock"), "{err}");
     let err = cri.cli_err(&["image", "ls", "--runtime-endpoint", "tcp://1.2.3.4:5"])?;
     assert!(err.contains("unix://"), "{err}");

@@ -17,17 +17,36 @@ fn secure_registry() -> Result<Registry> {
 #[test]
 fn tls_registry_with_htpasswd_needs_the_right_credentials() -> Result<()> {
     let registry = secure_registry()?;
-    push_image(&registry, "private/busybox", "latest", &catalog::busybox()?, ManifestKind::Oci, true)?;
+    push_image(
+        &registry,
+        "private/busybox",
+        "latest",
+        &catalog::busybox()?,
+        ManifestKind::Oci,
+        true,
+    )?;
     let reference = image_ref(&registry, "private/busybox", "latest");
     let cri = CapstanCri::start(&CriConfig::default().registry(&registry))?;
 
     let err = cri.cli_err(&["image", "pull", &reference])?;
     assert!(err.to_lowercase().contains("not authorized"), "{err}");
-    let err = cri.cli_err(&["image", "pull", &reference, "--creds", &format!("{USER}:wrong")])?;
+    let err = cri.cli_err(&[
+        "image",
+        "pull",
+        &reference,
+        "--creds",
+        &format!("{USER}:wrong"),
+    ])?;
     assert!(err.to_lowercase().contains("not authorized"), "{err}");
     assert!(cri.cli_ok(&["image", "ls", "-q"])?.trim().is_empty());
 
-    cri.cli_ok(&["image", "pull", &reference, "--creds", &format!("{USER}:{PASS}")])?;
+    cri.cli_ok(&[
+        "image",
+        "pull",
+        &reference,
+        "--creds",
+        &format!("{USER}:{PASS}"),
+    ])?;
     assert_eq!(cri.cli_ok(&["image", "ls", "-q"])?.lines().count(), 1);
 
     // The CRI `auth` field (base64 user:password) works too.
@@ -40,10 +59,21 @@ fn tls_registry_with_htpasswd_needs_the_right_credentials() -> Result<()> {
 #[test]
 fn an_untrusted_certificate_is_refused() -> Result<()> {
     let registry = Registry::start(RegistryOptions::plain().tls(true))?;
-    push_image(&registry, "tls/busybox", "latest", &catalog::busybox()?, ManifestKind::Oci, false)?;
+    push_image(
+        &registry,
+        "tls/busybox",
+        "latest",
+        &catalog::busybox()?,
+        ManifestKind::Oci,
+        false,
+    )?;
     // No CA configured for this registry: the pull must fail on verification, not silently proceed.
     let cri = CapstanCri::start(&CriConfig::default())?;
-    let err = cri.cli_err(&["image", "pull", &image_ref(&registry, "tls/busybox", "latest")])?;
+    let err = cri.cli_err(&[
+        "image",
+        "pull",
+        &image_ref(&registry, "tls/busybox", "latest"),
+    ])?;
     assert!(err.contains(&registry.host()), "{err}");
     assert!(cri.cli_ok(&["image", "ls", "-q"])?.trim().is_empty());
     Ok(())
@@ -52,20 +82,34 @@ fn an_untrusted_certificate_is_refused() -> Result<()> {
 #[test]
 fn docker_config_json_supplies_credentials() -> Result<()> {
     let registry = secure_registry()?;
-    push_image(&registry, "private/busybox", "latest", &catalog::busybox()?, ManifestKind::Oci, false)?;
+    push_image(
+        &registry,
+        "private/busybox",
+        "latest",
+        &catalog::busybox()?,
+        ManifestKind::Oci,
+        false,
+    )?;
     let scratch = tests::cleanup::TempRoot::new("auth")?;
     let auth_file = scratch.join("config.json");
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
     std::fs::write(
         &auth_file,
-        format!(r#"{{"auths":{{"https://{}":{{"auth":"{auth}"}}}}}}"#, registry.host()),
+        format!(
+            r#"{{"auths":{{"https://{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.host()
+        ),
     )?;
     let cri = CapstanCri::start(
         &CriConfig::default()
             .registry(&registry)
             .line(&format!("authFile: {}", auth_file.display())),
     )?;
-    cri.cli_ok(&["image", "pull", &image_ref(&registry, "private/busybox", "latest")])?;
+    cri.cli_ok(&[
+        "image",
+        "pull",
+        &image_ref(&registry, "private/busybox", "latest"),
+    ])?;
     Ok(())
 }
 
@@ -74,8 +118,22 @@ fn mirrors_are_tried_first_and_fall_back_to_the_registry() -> Result<()> {
     let upstream = Registry::start(RegistryOptions::plain())?;
     let mirror = Registry::start(RegistryOptions::plain())?;
     let image = catalog::busybox()?;
-    push_image(&mirror, "only/mirrored", "latest", &image, ManifestKind::Oci, false)?;
-    push_image(&upstream, "only/upstream", "latest", &image, ManifestKind::Oci, false)?;
+    push_image(
+        &mirror,
+        "only/mirrored",
+        "latest",
+        &image,
+        ManifestKind::Oci,
+        false,
+    )?;
+    push_image(
+        &upstream,
+        "only/upstream",
+        "latest",
+        &image,
+        ManifestKind::Oci,
+        false,
+    )?;
     let cri = CapstanCri::start(
         &CriConfig::default()
             .registry(&upstream)
@@ -84,13 +142,25 @@ fn mirrors_are_tried_first_and_fall_back_to_the_registry() -> Result<()> {
     )?;
 
     // Upstream lacks this repository; the mirror serves it.
-    cri.cli_ok(&["image", "pull", &image_ref(&upstream, "only/mirrored", "latest")])?;
+    cri.cli_ok(&[
+        "image",
+        "pull",
+        &image_ref(&upstream, "only/mirrored", "latest"),
+    ])?;
     assert_eq!(mirror.blob_get_count(&image.layers[0].digest)?, 1);
     assert_eq!(upstream.blob_get_count(&image.layers[0].digest)?, 0);
 
     // The mirror lacks this one; the registry itself answers.
-    cri.cli_ok(&["image", "rm", &image_ref(&upstream, "only/mirrored", "latest")])?;
-    cri.cli_ok(&["image", "pull", &image_ref(&upstream, "only/upstream", "latest")])?;
+    cri.cli_ok(&[
+        "image",
+        "rm",
+        &image_ref(&upstream, "only/mirrored", "latest"),
+    ])?;
+    cri.cli_ok(&[
+        "image",
+        "pull",
+        &image_ref(&upstream, "only/upstream", "latest"),
+    ])?;
     assert_eq!(upstream.blob_get_count(&image.layers[0].digest)?, 1);
     Ok(())
 }

@@ -29,7 +29,14 @@ impl Case {
 
     fn with_config(image: Image, config: CriConfig) -> Result<Self> {
         let registry = Registry::start(RegistryOptions::plain())?;
-        push_image(&registry, "hostile/image", "latest", &image, ManifestKind::Oci, false)?;
+        push_image(
+            &registry,
+            "hostile/image",
+            "latest",
+            &image,
+            ManifestKind::Oci,
+            false,
+        )?;
         let cri = CapstanCri::start(&config.registry(&registry))?;
         let reference = image_ref(&registry, "hostile/image", "latest");
         Ok(Self {
@@ -46,15 +53,30 @@ impl Case {
 
     /// The snapshot directory of the image's top layer.
     fn top_snapshot(&self) -> PathBuf {
-        let top = self.image.layers.last().map(|l| l.diff_id[7..].to_owned()).unwrap_or_default();
+        let top = self
+            .image
+            .layers
+            .last()
+            .map(|l| l.diff_id[7..].to_owned())
+            .unwrap_or_default();
         self.cri.image_root().join("snapshots").join(top).join("fs")
     }
 
     /// After a refused pull: no image listed, no scratch left, no snapshot of the bad layer.
     fn assert_nothing_stored(&self) -> Result<()> {
-        assert!(self.cri.cli_ok(&["image", "ls", "-q"])?.trim().is_empty(), "a refused image is listed");
-        assert!(self.cri.scratch_leftovers().is_empty(), "scratch left: {:?}", self.cri.scratch_leftovers());
-        assert!(!self.top_snapshot().exists(), "the refused layer left a snapshot");
+        assert!(
+            self.cri.cli_ok(&["image", "ls", "-q"])?.trim().is_empty(),
+            "a refused image is listed"
+        );
+        assert!(
+            self.cri.scratch_leftovers().is_empty(),
+            "scratch left: {:?}",
+            self.cri.scratch_leftovers()
+        );
+        assert!(
+            !self.top_snapshot().exists(),
+            "the refused layer left a snapshot"
+        );
         assert!(self.cri.store_entries("images").is_empty());
         Ok(())
     }
@@ -94,8 +116,15 @@ fn absolute_paths_land_inside_the_snapshot() -> Result<()> {
     let before = Path::new(hostile::ABSOLUTE_PATH).exists();
     let case = Case::new(hostile::absolute()?)?;
     case.cri.cli_ok(&["image", "pull", &case.reference])?;
-    assert!(case.top_snapshot().join(hostile::ABSOLUTE_PATH.trim_start_matches('/')).is_file());
-    assert_eq!(Path::new(hostile::ABSOLUTE_PATH).exists(), before, "wrote to the host's /");
+    assert!(case
+        .top_snapshot()
+        .join(hostile::ABSOLUTE_PATH.trim_start_matches('/'))
+        .is_file());
+    assert_eq!(
+        Path::new(hostile::ABSOLUTE_PATH).exists(),
+        before,
+        "wrote to the host's /"
+    );
     Ok(())
 }
 
@@ -104,8 +133,15 @@ fn writing_through_a_symlink_to_outside_is_refused() -> Result<()> {
     let outside = TempRoot::new("outside")?;
     let case = Case::new(hostile::symlink_escape(outside.path())?)?;
     let err = case.pull_err()?;
-    assert!(err.contains("symlink") && err.contains("evil/pwned"), "{err}");
-    assert_eq!(fs::read_dir(outside.path())?.count(), 0, "something was written outside");
+    assert!(
+        err.contains("symlink") && err.contains("evil/pwned"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(outside.path())?.count(),
+        0,
+        "something was written outside"
+    );
     case.assert_nothing_stored()
 }
 
@@ -115,7 +151,11 @@ fn hard_links_to_outside_the_layer_are_refused() -> Result<()> {
     let case = Case::new(hostile::hardlink_escape()?)?;
     let err = case.pull_err()?;
     assert!(err.contains("hl"), "{err}");
-    assert_eq!(fs::metadata("/etc/passwd")?.nlink(), links_before, "a host file gained a link");
+    assert_eq!(
+        fs::metadata("/etc/passwd")?.nlink(),
+        links_before,
+        "a host file gained a link"
+    );
     case.assert_nothing_stored()
 }
 
@@ -123,13 +163,20 @@ fn hard_links_to_outside_the_layer_are_refused() -> Result<()> {
 fn device_nodes_are_skipped_unless_enabled() -> Result<()> {
     let case = Case::new(hostile::device_nodes()?)?;
     case.cri.cli_ok(&["image", "pull", &case.reference])?;
-    assert!(!case.top_snapshot().join("dev-null").exists() && !case.top_snapshot().join("sda").exists());
+    assert!(
+        !case.top_snapshot().join("dev-null").exists() && !case.top_snapshot().join("sda").exists()
+    );
 
-    let case = Case::with_config(hostile::device_nodes()?, CriConfig::default().line("createDeviceNodes: true"))?;
+    let case = Case::with_config(
+        hostile::device_nodes()?,
+        CriConfig::default().line("createDeviceNodes: true"),
+    )?;
     case.cri.cli_ok(&["image", "pull", &case.reference])?;
     let null = fs::symlink_metadata(case.top_snapshot().join("dev-null"))?;
     assert!(null.file_type().is_char_device() && null.rdev() == libc_makedev(1, 3));
-    assert!(fs::symlink_metadata(case.top_snapshot().join("sda"))?.file_type().is_block_device());
+    assert!(fs::symlink_metadata(case.top_snapshot().join("sda"))?
+        .file_type()
+        .is_block_device());
     Ok(())
 }
 
@@ -168,19 +215,40 @@ fn a_truncated_layer_is_refused() -> Result<()> {
     let case = Case::new(hostile::truncated()?)?;
     let err = case.pull_err()?;
     assert!(err.contains("truncated or corrupt"), "{err}");
-    assert!(err.contains(&case.image.layers.last().map(|l| l.digest.clone()).unwrap_or_default()), "{err}");
+    assert!(
+        err.contains(
+            &case
+                .image
+                .layers
+                .last()
+                .map(|l| l.digest.clone())
+                .unwrap_or_default()
+        ),
+        "{err}"
+    );
     case.assert_nothing_stored()
 }
 
 #[test]
 fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() -> Result<()> {
     let case = Case::new(catalog::multi_layer()?)?;
-    let top = case.image.layers.last().map(|l| l.digest.clone()).unwrap_or_default();
+    let top = case
+        .image
+        .layers
+        .last()
+        .map(|l| l.digest.clone())
+        .unwrap_or_default();
     corrupt::flip_blob_byte(&case.registry, &top)?;
     let err = case.pull_err()?;
-    assert!(err.contains(&top) && err.to_lowercase().contains("digest"), "{err}");
+    assert!(
+        err.contains(&top) && err.to_lowercase().contains("digest"),
+        "{err}"
+    );
     case.assert_nothing_stored()?;
-    assert!(!case.cri.store_entries("blobs/sha256").contains(&top[7..].to_string()));
+    assert!(!case
+        .cri
+        .store_entries("blobs/sha256")
+        .contains(&top[7..].to_string()));
 
     let config = case.image.config_descriptor(ManifestKind::Oci).digest;
     corrupt::corrupt_blob(&case.registry, &config, b"{\"not\":\"the config\"}")?;
@@ -192,7 +260,12 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() -> Result<()> {
 #[test]
 fn a_manifest_naming_a_missing_blob_is_refused() -> Result<()> {
     let case = Case::new(catalog::multi_layer()?)?;
-    let top = case.image.layers.last().map(|l| l.digest.clone()).unwrap_or_default();
+    let top = case
+        .image
+        .layers
+        .last()
+        .map(|l| l.digest.clone())
+        .unwrap_or_default();
     corrupt::make_blob_missing(&case.registry, "hostile/image", &top)?;
     let err = case.pull_err()?;
     assert!(err.contains(&top), "{err}");
@@ -211,7 +284,14 @@ fn a_manifest_that_is_not_json_is_refused() -> Result<()> {
 
     // Served with 200 (through a proxy, as a broken mirror or middlebox would): a parse error.
     let registry = Registry::start(RegistryOptions::plain())?;
-    push_image(&registry, "hostile/image", "latest", &catalog::busybox()?, ManifestKind::Oci, false)?;
+    push_image(
+        &registry,
+        "hostile/image",
+        "latest",
+        &catalog::busybox()?,
+        ManifestKind::Oci,
+        false,
+    )?;
     let proxy = FaultProxy::start(&registry)?;
     proxy.serve_manifest(
         "hostile/image",
@@ -220,8 +300,15 @@ fn a_manifest_that_is_not_json_is_refused() -> Result<()> {
         b"<html>not a manifest</html>".to_vec(),
     );
     let cri = CapstanCri::start(&CriConfig::default().insecure(&proxy.host()))?;
-    let err = cri.cli_err(&["image", "pull", &format!("{}/hostile/image:latest", proxy.host())])?;
-    assert!(err.contains("not valid JSON") && err.contains("manifest"), "{err}");
+    let err = cri.cli_err(&[
+        "image",
+        "pull",
+        &format!("{}/hostile/image:latest", proxy.host()),
+    ])?;
+    assert!(
+        err.contains("not valid JSON") && err.contains("manifest"),
+        "{err}"
+    );
     assert!(cri.scratch_leftovers().is_empty());
     Ok(())
 }

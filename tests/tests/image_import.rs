@@ -14,7 +14,10 @@ fn oci_layout_archives_import_with_their_names() -> Result<()> {
     let out = cri.cli_ok(&["image", "import", &path.display().to_string()])?;
     assert!(out.contains("registry.example/team/app:1.2"), "{out}");
     let table = cri.cli_ok(&["image", "ls"])?;
-    assert!(table.contains("registry.example/team/app") && table.contains("1.2"), "{table}");
+    assert!(
+        table.contains("registry.example/team/app") && table.contains("1.2"),
+        "{table}"
+    );
     assert_eq!(cri.store_entries("snapshots").len(), image.layers.len());
 
     // A multi-platform layout imports the host's image; importing again changes nothing.
@@ -23,9 +26,17 @@ fn oci_layout_archives_import_with_their_names() -> Result<()> {
     archive::write_oci_index_layout_tar(&index, "registry.example/multi:latest", &path)?;
     cri.cli_ok(&["image", "import", &path.display().to_string()])?;
     cri.cli_ok(&["image", "import", &path.display().to_string()])?;
-    let status: serde_json::Value =
-        serde_json::from_str(&cri.cli_ok(&["image", "inspect", "registry.example/multi:latest"])?)?;
-    assert_eq!(status["status"]["id"], catalog::busybox()?.config_descriptor(ManifestKind::Oci).digest);
+    let status: serde_json::Value = serde_json::from_str(&cri.cli_ok(&[
+        "image",
+        "inspect",
+        "registry.example/multi:latest",
+    ])?)?;
+    assert_eq!(
+        status["status"]["id"],
+        catalog::busybox()?
+            .config_descriptor(ManifestKind::Oci)
+            .digest
+    );
     assert_eq!(cri.cli_ok(&["image", "ls", "-q"])?.lines().count(), 2);
     Ok(())
 }
@@ -37,9 +48,15 @@ fn docker_save_archives_import_and_normalise_names() -> Result<()> {
     let path = cri.scratch().join("saved.tar");
     archive::write_docker_save_tar(&image, &["busybox:saved"], &path)?;
     cri.cli_ok(&["image", "import", &path.display().to_string()])?;
-    let status: serde_json::Value =
-        serde_json::from_str(&cri.cli_ok(&["image", "inspect", "docker.io/library/busybox:saved"])?)?;
-    assert_eq!(status["status"]["id"], image.config_descriptor(ManifestKind::Oci).digest);
+    let status: serde_json::Value = serde_json::from_str(&cri.cli_ok(&[
+        "image",
+        "inspect",
+        "docker.io/library/busybox:saved",
+    ])?)?;
+    assert_eq!(
+        status["status"]["id"],
+        image.config_descriptor(ManifestKind::Oci).digest
+    );
     assert_eq!(status["info"]["imageSpec"]["config"]["Cmd"][0], "sh");
     Ok(())
 }
@@ -73,6 +90,10 @@ fn broken_archives_are_clear_errors() -> Result<()> {
     let err = cri.cli_err(&["image", "import", &tar_path.display().to_string()])?;
     assert!(err.contains(&image.layers[0].digest), "{err}");
     assert!(cri.cli_ok(&["image", "ls", "-q"])?.trim().is_empty());
-    assert!(cri.scratch_leftovers().is_empty(), "{:?}", cri.scratch_leftovers());
+    assert!(
+        cri.scratch_leftovers().is_empty(),
+        "{:?}",
+        cri.scratch_leftovers()
+    );
     Ok(())
 }

@@ -24,18 +24,30 @@ fn config_digest(image: &Image) -> String {
 }
 
 fn inspect(cri: &CapstanCri, reference: &str) -> Result<Value> {
-    Ok(serde_json::from_str(&cri.cli_ok(&["image", "inspect", reference])?)?)
+    Ok(serde_json::from_str(
+        &cri.cli_ok(&["image", "inspect", reference])?,
+    )?)
 }
 
 #[test]
 fn oci_index_pull_picks_the_host_platform_and_lists_like_crictl() -> Result<()> {
     let (registry, cri) = setup()?;
     let image = catalog::busybox()?;
-    let index_digest = push_image(&registry, "demo/busybox", "1.0", &image, ManifestKind::Oci, true)?;
+    let index_digest = push_image(
+        &registry,
+        "demo/busybox",
+        "1.0",
+        &image,
+        ManifestKind::Oci,
+        true,
+    )?;
     let reference = image_ref(&registry, "demo/busybox", "1.0");
 
     let out = cri.cli_ok(&["image", "pull", &reference])?;
-    assert_eq!(out.trim(), format!("Image is up to date for {}", config_digest(&image)));
+    assert_eq!(
+        out.trim(),
+        format!("Image is up to date for {}", config_digest(&image))
+    );
 
     let table = cri.cli_ok(&["image", "ls"])?;
     let lines: Vec<&str> = table.lines().collect();
@@ -57,9 +69,17 @@ fn oci_index_pull_picks_the_host_platform_and_lists_like_crictl() -> Result<()> 
     let by_digest = format!("{}/demo/busybox@{index_digest}", registry.host());
     cri.cli_ok(&["image", "pull", &by_digest])?;
     assert_eq!(cri.cli_ok(&["image", "ls", "-q"])?.lines().count(), 1);
-    assert_eq!(inspect(&cri, &config_digest(&image)[7..19])?["status"]["id"], config_digest(&image));
+    assert_eq!(
+        inspect(&cri, &config_digest(&image)[7..19])?["status"]["id"],
+        config_digest(&image)
+    );
     for layer in &image.layers {
-        assert_eq!(registry.blob_get_count(&layer.digest)?, 1, "layer {} fetched again", layer.digest);
+        assert_eq!(
+            registry.blob_get_count(&layer.digest)?,
+            1,
+            "layer {} fetched again",
+            layer.digest
+        );
     }
     Ok(())
 }
@@ -68,16 +88,45 @@ fn oci_index_pull_picks_the_host_platform_and_lists_like_crictl() -> Result<()> 
 fn docker_manifest_list_and_plain_manifests_pull() -> Result<()> {
     let (registry, cri) = setup()?;
     let image = catalog::multi_layer()?;
-    push_image(&registry, "docker/list", "v2", &image, ManifestKind::Docker, true)?;
-    push_image(&registry, "docker/plain", "v2", &image, ManifestKind::Docker, false)?;
-    push_image(&registry, "oci/plain", "v1", &image, ManifestKind::Oci, false)?;
-    for (repo, tag) in [("docker/list", "v2"), ("docker/plain", "v2"), ("oci/plain", "v1")] {
+    push_image(
+        &registry,
+        "docker/list",
+        "v2",
+        &image,
+        ManifestKind::Docker,
+        true,
+    )?;
+    push_image(
+        &registry,
+        "docker/plain",
+        "v2",
+        &image,
+        ManifestKind::Docker,
+        false,
+    )?;
+    push_image(
+        &registry,
+        "oci/plain",
+        "v1",
+        &image,
+        ManifestKind::Oci,
+        false,
+    )?;
+    for (repo, tag) in [
+        ("docker/list", "v2"),
+        ("docker/plain", "v2"),
+        ("oci/plain", "v1"),
+    ] {
         let out = cri.cli_ok(&["image", "pull", &image_ref(&registry, repo, tag)])?;
         assert!(out.contains(&config_digest(&image)), "{repo}: {out}");
     }
     // One image with three names.
     let status = inspect(&cri, &image_ref(&registry, "docker/list", "v2"))?;
-    assert_eq!(status["status"]["repo_tags"].as_array().map(Vec::len), Some(3), "{status}");
+    assert_eq!(
+        status["status"]["repo_tags"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
     Ok(())
 }
 
@@ -85,7 +134,10 @@ fn docker_manifest_list_and_plain_manifests_pull() -> Result<()> {
 fn missing_images_and_bad_references_are_clear_errors() -> Result<()> {
     let (registry, cri) = setup()?;
     let err = cri.cli_err(&["image", "pull", &image_ref(&registry, "no/such", "tag")])?;
-    assert!(err.contains("no/such") && err.to_lowercase().contains("unknown"), "{err}");
+    assert!(
+        err.contains("no/such") && err.to_lowercase().contains("unknown"),
+        "{err}"
+    );
     let err = cri.cli_err(&["image", "pull", "Not A Reference"])?;
     assert!(err.contains("invalid image reference"), "{err}");
     let err = cri.cli_err(&["image", "inspect", "absent:latest"])?;
@@ -101,7 +153,9 @@ struct OverlayView {
 
 impl OverlayView {
     fn mount(cri: &CapstanCri, status: &Value) -> Result<Self> {
-        let layers = status["info"]["layers"].as_array().context("no layers in verbose status")?;
+        let layers = status["info"]["layers"]
+            .as_array()
+            .context("no layers in verbose status")?;
         let lowers: Vec<String> = layers
             .iter()
             .rev()
@@ -141,23 +195,45 @@ impl Drop for OverlayView {
 fn layers_stack_in_overlayfs_with_whiteouts_and_opaque_dirs() -> Result<()> {
     let (registry, cri) = setup()?;
     let image = catalog::multi_layer()?;
-    let compressions: Vec<String> = image.layers.iter().map(|l| format!("{:?}", l.compression)).collect();
+    let compressions: Vec<String> = image
+        .layers
+        .iter()
+        .map(|l| format!("{:?}", l.compression))
+        .collect();
     for c in ["Gzip", "Zstd", "None"] {
-        assert!(compressions.iter().any(|x| x == c), "multi_layer lacks a {c} layer");
+        assert!(
+            compressions.iter().any(|x| x == c),
+            "multi_layer lacks a {c} layer"
+        );
     }
-    push_image(&registry, "multi/layer", "latest", &image, ManifestKind::Oci, false)?;
+    push_image(
+        &registry,
+        "multi/layer",
+        "latest",
+        &image,
+        ManifestKind::Oci,
+        false,
+    )?;
     let reference = image_ref(&registry, "multi/layer", "latest");
     cri.cli_ok(&["image", "pull", &reference])?;
 
     let view = OverlayView::mount(&cri, &inspect(&cri, &reference)?)?;
     for (path, expected) in catalog::multi_layer_expected() {
         match expected {
-            Some(content) => assert_eq!(std::fs::read_to_string(view.path(path))?, content, "{path}"),
-            None => assert!(std::fs::symlink_metadata(view.path(path)).is_err(), "{path} should be hidden"),
+            Some(content) => {
+                assert_eq!(std::fs::read_to_string(view.path(path))?, content, "{path}")
+            }
+            None => assert!(
+                std::fs::symlink_metadata(view.path(path)).is_err(),
+                "{path} should be hidden"
+            ),
         }
     }
     assert!(view.path("bin/busybox").is_file());
-    let out = Command::new("chroot").arg(view.dir.path()).args(["/bin/busybox", "echo", "hi"]).output()?;
+    let out = Command::new("chroot")
+        .arg(view.dir.path())
+        .args(["/bin/busybox", "echo", "hi"])
+        .output()?;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
     Ok(())
 }

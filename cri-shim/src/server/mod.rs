@@ -81,7 +81,10 @@ fn refuse_live_socket(path: &Path) -> Result<(), ServeError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(bind_error(
             path,
-            std::io::Error::new(std::io::ErrorKind::AddrInUse, "another runtime is serving this socket"),
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another runtime is serving this socket",
+            ),
         ));
     }
     Ok(())

@@ -50,7 +50,9 @@ impl Credentials {
             Self::Basic { username, password } => format!("basic\0{username}\0{password}"),
             Self::RegistryToken(token) => format!("token\0{token}"),
         };
-        crate::image::digest::Digest::of(text.as_bytes()).hex().to_owned()
+        crate::image::digest::Digest::of(text.as_bytes())
+            .hex()
+            .to_owned()
     }
 
     /// Credentials from a CRI AuthConfig; `None` when it carries none.

@@ -71,7 +71,9 @@ impl Endpoints {
     ) -> Result<Arc<Client>, ImageError> {
         let key = format!(
             "{host}|{}",
-            credentials.map(Credentials::fingerprint).unwrap_or_default()
+            credentials
+                .map(Credentials::fingerprint)
+                .unwrap_or_default()
         );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&key) {

@@ -60,13 +60,15 @@ impl Puller {
         credentials: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
         let registry = name.registry().to_owned();
-        let endpoints = self.endpoints.for_reference(&self.config, name.reference(), |host| {
-            // The request's credentials are for the image's own registry, never for mirrors.
-            match (&credentials, host == registry) {
-                (Some(c), true) => Ok(Some(c.clone())),
-                _ => self.configured_credentials(host),
-            }
-        })?;
+        let endpoints = self
+            .endpoints
+            .for_reference(&self.config, name.reference(), |host| {
+                // The request's credentials are for the image's own registry, never for mirrors.
+                match (&credentials, host == registry) {
+                    (Some(c), true) => Ok(Some(c.clone())),
+                    _ => self.configured_credentials(host),
+                }
+            })?;
         let last = endpoints.len() - 1;
         for (i, endpoint) in endpoints.iter().enumerate() {
             match self.pull_from(endpoint, name).await {

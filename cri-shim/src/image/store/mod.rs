@@ -109,12 +109,17 @@ fn lock_exclusive(root: &Path) -> io::Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(root.join("lock"))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!("image store {} is in use by another process ({e})", root.display()),
-        )
-    })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |e| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "image store {} is in use by another process ({e})",
+                    root.display()
+                ),
+            )
+        },
+    )?;
     Ok(file)
 }
 

@@ -153,6 +153,11 @@ impl<'o> Applier<'o> {
         }
     }
 
+    /// Parent directories created without an entry of their own.
+    pub(crate) fn implicit_dirs(&self) -> u64 {
+        self.tree.created()
+    }
+
     /// Set directory mtimes now that nothing more is created inside them; returns
     /// (content bytes written, inodes created).
     pub(crate) fn finish(mut self) -> Result<(u64, u64), UnpackError> {

@@ -138,12 +138,13 @@ pub fn apply_layer<R: Read>(
                 )
             })?;
             count += 1;
-            if count > options.limits.max_entries {
+            applier.apply(&mut entry, &probe)?;
+            // Implicit parents count too: one deep path must not create unbounded directories.
+            if count + applier.implicit_dirs() > options.limits.max_entries {
                 return Err(UnpackError::TooManyEntries {
                     max: options.limits.max_entries,
                 });
             }
-            applier.apply(&mut entry, &probe)?;
         }
     }
     let diff_id = archive.into_inner().finish()?;

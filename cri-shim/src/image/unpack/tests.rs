@@ -615,6 +615,27 @@ fn device_nodes_are_skipped_unless_enabled() {
 }
 
 #[test]
+fn implicit_parent_directories_count_against_the_entry_limit() {
+    let deep: String = (0..50).map(|i| format!("d{i}/")).collect();
+    let layer = Layer::new().file(&format!("{deep}leaf"), b"x").finish();
+    let s = Scratch::new();
+    let options = UnpackOptions {
+        limits: UnpackLimits {
+            max_entries: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = s
+        .apply_with(&layer, Compression::None, &options)
+        .unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TooManyEntries { max: 10 }),
+        "{err}"
+    );
+}
+
+#[test]
 fn entry_count_limit() {
     let mut layer = Layer::new();
     for i in 0..5 {
