@@ -49,11 +49,6 @@ mod tests {
         assert!(err.contains("rot"), "{err}");
         assert!(ConfigFile::load(&dir.path().join("absent.yaml")).is_ok());
     }
-}
-
-#[cfg(test)]
-mod shipped_default {
-    use super::*;
 
     #[test]
     fn the_shipped_default_config_is_valid_and_matches_the_built_in_defaults() {

@@ -107,6 +107,7 @@ impl Drop for Containerd {
             .arg("-R")
             .arg("-l")
             .arg(self.dir.join("root"))
+            .stderr(Stdio::null())
             .status();
     }
 }

@@ -65,6 +65,21 @@ fn oci_index_pull_picks_the_host_platform_and_lists_like_crictl() -> Result<()> 
     );
     assert_eq!(status["info"]["imageSpec"]["config"]["Cmd"][0], "sh");
 
+    // ListImages filters by reference, short name or ID.
+    assert_eq!(
+        cri.cli_ok(&["image", "ls", "-q", &reference])?.trim(),
+        config_digest(&image)
+    );
+    assert_eq!(
+        cri.cli_ok(&["image", "ls", "-q", &config_digest(&image)])?
+            .trim(),
+        config_digest(&image)
+    );
+    assert!(cri
+        .cli_ok(&["image", "ls", "-q", "busybox"])?
+        .trim()
+        .is_empty());
+
     // By digest, and by image ID: the same image, nothing fetched twice.
     let by_digest = format!("{}/demo/busybox@{index_digest}", registry.host());
     cri.cli_ok(&["image", "pull", &by_digest])?;
