@@ -176,12 +176,7 @@ impl<'a> Importer<'a> {
             let (manifest_digest, manifest_bytes) = match manifest::parse(&bytes, &top_digest)? {
                 Fetched::Image(_) => (top_digest.clone(), bytes),
                 Fetched::Index(entries) => {
-                    let chosen = manifest::select_platform(
-                        &entries,
-                        "linux",
-                        manifest::host_arch(),
-                        &top_digest,
-                    )?;
+                    let chosen = manifest::select_host_platform(&entries, &top_digest)?;
                     self.layout_blob(chosen)?
                 }
             };

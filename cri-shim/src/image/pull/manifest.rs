@@ -137,8 +137,16 @@ pub fn parse(bytes: &[u8], digest: &Digest) -> Result<Fetched, ImageError> {
     }
 }
 
+/// Pick this machine's entry (linux and the host architecture) from an index.
+pub fn select_host_platform<'a>(
+    entries: &'a [Descriptor],
+    index_digest: &Digest,
+) -> Result<&'a Descriptor, ImageError> {
+    select_platform(entries, "linux", host_arch(), index_digest)
+}
+
 /// Pick the entry for `os/arch` from an index.
-pub fn select_platform<'a>(
+fn select_platform<'a>(
     entries: &'a [Descriptor],
     os: &str,
     arch: &str,
@@ -169,7 +177,7 @@ pub fn select_platform<'a>(
 }
 
 /// The architecture name OCI uses for this machine.
-pub fn host_arch() -> &'static str {
+fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -112,12 +112,7 @@ impl Puller {
         let (manifest_bytes, manifest_digest) = match manifest::parse(&bytes, &top_digest)? {
             Fetched::Image(_) => (bytes.to_vec(), top_digest.clone()),
             Fetched::Index(entries) => {
-                let chosen = manifest::select_platform(
-                    &entries,
-                    "linux",
-                    manifest::host_arch(),
-                    &top_digest,
-                )?;
+                let chosen = manifest::select_host_platform(&entries, &top_digest)?;
                 let digest = chosen.digest()?;
                 let reference = ep.reference.clone_with_digest(digest.to_string());
                 let (bytes, _) = ep

@@ -91,15 +91,15 @@ impl Records {
         let mut by_id = BTreeMap::new();
         for name in fsutil::list_names(&dir)? {
             let path = dir.join(&name);
-            match fs::read(&path).map(|b| serde_json::from_slice::<ImageRecord>(&b)) {
-                Ok(Ok(record)) => {
+            let parsed = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<ImageRecord>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(record) => {
                     by_id.insert(record.id.clone(), record);
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "skipping unreadable image record")
                 }
             }
         }

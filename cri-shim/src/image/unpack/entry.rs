@@ -325,16 +325,8 @@ impl<'o> Applier<'o> {
         rfs::symlinkat(target, &*parent, name)
             .map_err(|e| UnpackError::io(shown, "creating symlink", e))?;
         self.inodes += 1;
-        rfs::chownat(
-            &*parent,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| UnpackError::io(shown, "setting owner", e))?;
-        rfs::utimensat(&*parent, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| UnpackError::io(shown, "setting times", e))?;
+        chown_at(&parent, name, meta, shown)?;
+        set_times_at(&parent, name, meta, shown)?;
         if !meta.xattrs.is_empty() {
             tracing::debug!(entry = %shown, "extended attributes on a symlink are not applied");
         }
@@ -401,21 +393,12 @@ impl<'o> Applier<'o> {
         rfs::mknodat(&*parent, name, kind, meta.mode, dev)
             .map_err(|e| UnpackError::io(shown, "creating node", e))?;
         self.inodes += 1;
-        rfs::chownat(
-            &*parent,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| UnpackError::io(shown, "setting owner", e))?;
+        chown_at(&parent, name, meta, shown)?;
         // mknod's mode went through the umask and chown cleared setuid/setgid. The node was
         // just created by us, so following it (chmodat has no NOFOLLOW) cannot leave the tree.
         rfs::chmodat(&*parent, name, meta.mode, AtFlags::empty())
             .map_err(|e| UnpackError::io(shown, "setting mode", e))?;
-        rfs::utimensat(&*parent, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| UnpackError::io(shown, "setting times", e))?;
-        Ok(())
+        set_times_at(&parent, name, meta, shown)
     }
 
     fn whiteout(
@@ -510,4 +493,27 @@ fn walk_error(shown: &str, e: WalkError) -> UnpackError {
         }
         WalkError::Io(_, e) => UnpackError::io(shown, "opening parent directory", e),
     }
+}
+
+/// Set the owner of `parent/name` without following it if it is a symlink.
+fn chown_at(parent: &OwnedFd, name: &[u8], meta: &Meta, shown: &str) -> Result<(), UnpackError> {
+    rfs::chownat(
+        parent,
+        name,
+        Some(meta.uid),
+        Some(meta.gid),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| UnpackError::io(shown, "setting owner", e))
+}
+
+/// Set the times of `parent/name` without following it if it is a symlink.
+fn set_times_at(
+    parent: &OwnedFd,
+    name: &[u8],
+    meta: &Meta,
+    shown: &str,
+) -> Result<(), UnpackError> {
+    rfs::utimensat(parent, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| UnpackError::io(shown, "setting times", e))
 }
