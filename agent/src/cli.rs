@@ -98,6 +98,9 @@ pub struct PullArgs {
     /// A registry bearer token.
     #[arg(long)]
     pub registry_token: Option<String>,
+    /// An identity token (OAuth2 refresh token) for the registry's token service.
+    #[arg(long)]
+    pub identity_token: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
 }

@@ -37,6 +37,7 @@ pub mod image;
 pub mod names;
 pub mod push;
 pub mod registry;
+pub mod token_service;
 
 pub use cleanup::{Cleanup, TempRoot};
 pub use image::{Compression, Entry, Image, Index, Layer, ManifestKind};

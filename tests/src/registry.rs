@@ -52,6 +52,24 @@ pub struct RegistryOptions {
     pub basic_auth: Option<(String, String)>,
     /// Allow `DELETE` of blobs and manifests.
     pub delete_enabled: bool,
+    /// Require bearer tokens from this token service (see [`crate::token_service`]).
+    pub token_auth: Option<TokenAuth>,
+    /// Serve another registry's storage (e.g. images pushed to an open twin) instead of a
+    /// fresh one.
+    pub storage: Option<PathBuf>,
+}
+
+/// The registry's `auth: token:` settings.
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    /// Where clients get tokens.
+    pub realm: String,
+    /// The audience tokens must name.
+    pub service: String,
+    /// The issuer tokens must name.
+    pub issuer: String,
+    /// PEM bundle of the certificates allowed to sign tokens.
+    pub root_cert_bundle: PathBuf,
 }
 
 impl RegistryOptions {
@@ -69,6 +87,18 @@ impl RegistryOptions {
     /// Sets `basic_auth`.
     pub fn basic_auth(mut self, user: &str, pass: &str) -> Self {
         self.basic_auth = Some((user.to_string(), pass.to_string()));
+        self
+    }
+
+    /// Sets `storage`.
+    pub fn storage(mut self, dir: PathBuf) -> Self {
+        self.storage = Some(dir);
+        self
+    }
+
+    /// Sets `token_auth`.
+    pub fn token_auth(mut self, auth: TokenAuth) -> Self {
+        self.token_auth = Some(auth);
         self
     }
 
@@ -171,7 +201,10 @@ impl Registry {
 
     /// Root of the filesystem storage driver (contains `docker/registry/v2`).
     pub fn storage_dir(&self) -> PathBuf {
-        self.root.join("storage")
+        self.opts
+            .storage
+            .clone()
+            .unwrap_or_else(|| self.root.join("storage"))
     }
 
     /// The basic-auth user and password, if auth is on.
@@ -337,7 +370,7 @@ impl Registry {
         let listening = format!("listening on {}", self.host());
         let deadline = Instant::now() + START_TIMEOUT;
         let url = format!("{}/v2/", self.url());
-        let expected = if self.opts.basic_auth.is_some() {
+        let expected = if self.opts.basic_auth.is_some() || self.opts.token_auth.is_some() {
             401
         } else {
             200
@@ -465,7 +498,11 @@ fn config_yaml(root: &TempRoot, port: u16, opts: &RegistryOptions) -> String {
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: {delete}\n\
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n",
-        storage = root.join("storage").display(),
+        storage = opts
+            .storage
+            .clone()
+            .unwrap_or_else(|| root.join("storage"))
+            .display(),
         delete = opts.delete_enabled,
         secret = unique_name("secret"),
     );
@@ -475,6 +512,16 @@ fn config_yaml(root: &TempRoot, port: u16, opts: &RegistryOptions) -> String {
             "  tls:\n    certificate: {}\n    key: {}\n",
             root.join("tls/server.crt").display(),
             root.join("tls/server.key").display()
+        );
+    }
+    if let Some(token) = &opts.token_auth {
+        let _ = write!(
+            y,
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            token.realm,
+            token.service,
+            token.issuer,
+            token.root_cert_bundle.display()
         );
     }
     if opts.basic_auth.is_some() {

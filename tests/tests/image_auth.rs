@@ -164,3 +164,45 @@ fn mirrors_are_tried_first_and_fall_back_to_the_registry() -> Result<()> {
     assert_eq!(upstream.blob_get_count(&image.layers[0].digest)?, 1);
     Ok(())
 }
+
+#[test]
+fn identity_tokens_are_exchanged_at_the_registry_token_service() -> Result<()> {
+    let tokens = tests::token_service::TokenService::start("refresh-me")?;
+    // Images go in through an open twin; the token-protected registry serves the same storage.
+    let open = Registry::start(RegistryOptions::plain())?;
+    push_image(
+        &open,
+        "secure/busybox",
+        "latest",
+        &catalog::busybox()?,
+        ManifestKind::Oci,
+        false,
+    )?;
+    let registry = Registry::start(
+        RegistryOptions::plain()
+            .token_auth(tokens.registry_auth())
+            .storage(open.storage_dir()),
+    )?;
+    let reference = image_ref(&registry, "secure/busybox", "latest");
+    let cri = CapstanCri::start(&CriConfig::default().registry(&registry))?;
+
+    let err = cri.cli_err(&["image", "pull", &reference])?;
+    assert!(err.to_lowercase().contains("not authorized"), "{err}");
+    let err = cri.cli_err(&["image", "pull", &reference, "--identity-token", "stale"])?;
+    assert!(
+        err.contains("identity token") && err.contains("401"),
+        "{err}"
+    );
+    assert_eq!(tokens.issued(), 0);
+
+    cri.cli_ok(&[
+        "image",
+        "pull",
+        &reference,
+        "--identity-token",
+        "refresh-me",
+    ])?;
+    assert_eq!(tokens.issued(), 1);
+    assert_eq!(cri.cli_ok(&["image", "ls", "-q"])?.lines().count(), 1);
+    Ok(())
+}

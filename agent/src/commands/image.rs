@@ -41,6 +41,7 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
     let mut auth = AuthConfig {
         auth: args.auth.unwrap_or_default(),
         registry_token: args.registry_token.unwrap_or_default(),
+        identity_token: args.identity_token.unwrap_or_default(),
         ..Default::default()
     };
     if let Some(creds) = args.creds {

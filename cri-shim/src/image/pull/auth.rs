@@ -4,7 +4,6 @@ use std::path::Path;
 
 use base64::Engine as _;
 use k8s_cri::v1::AuthConfig;
-use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
 use crate::image::error::ImageError;
@@ -21,6 +20,8 @@ pub enum Credentials {
     },
     /// A bearer token presented to the registry as is.
     RegistryToken(String),
+    /// An OAuth2 refresh token, exchanged at the registry's token service before a pull.
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -28,27 +29,18 @@ impl std::fmt::Debug for Credentials {
         match self {
             Self::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
             Self::RegistryToken(_) => write!(f, "RegistryToken(<redacted>)"),
+            Self::IdentityToken(_) => write!(f, "IdentityToken(<redacted>)"),
         }
     }
 }
 
 impl Credentials {
-    /// The registry client's form.
-    pub fn to_registry_auth(creds: Option<&Self>) -> RegistryAuth {
-        match creds {
-            None => RegistryAuth::Anonymous,
-            Some(Self::Basic { username, password }) => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Some(Self::RegistryToken(token)) => RegistryAuth::Bearer(token.clone()),
-        }
-    }
-
     /// A stable identifier that reveals no secret (a hash), to key caches by.
     pub fn fingerprint(&self) -> String {
         let text = match self {
             Self::Basic { username, password } => format!("basic\0{username}\0{password}"),
             Self::RegistryToken(token) => format!("token\0{token}"),
+            Self::IdentityToken(token) => format!("identity\0{token}"),
         };
         crate::image::digest::Digest::of(text.as_bytes())
             .hex()
@@ -108,11 +100,7 @@ fn from_fields(
         return Ok(Some(Credentials::RegistryToken(registry_token.to_owned())));
     }
     if !identity_token.is_empty() {
-        // An identity token is an OAuth2 refresh token for the registry's token service.
-        return Err(ImageError::InvalidReference {
-            reference: "auth".into(),
-            reason: "identity tokens (OAuth2 refresh tokens) are not supported yet; pass a registry token or username/password".into(),
-        });
+        return Ok(Some(Credentials::IdentityToken(identity_token.to_owned())));
     }
     if !auth.is_empty() {
         let decoded = base64::engine::general_purpose::STANDARD

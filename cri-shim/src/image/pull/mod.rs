@@ -5,11 +5,13 @@ mod endpoint;
 mod layer;
 pub(crate) mod manifest;
 mod single_flight;
+mod token;
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
 
 pub use auth::Credentials;
 use endpoint::{Endpoint, Endpoints};
@@ -86,6 +88,28 @@ impl Puller {
         &self.options
     }
 
+    /// What to present to the endpoint; identity tokens are exchanged for an access token.
+    async fn registry_auth(
+        &self,
+        ep: &Endpoint,
+        name: &ImageName,
+    ) -> Result<RegistryAuth, ImageError> {
+        Ok(match &ep.credentials {
+            None => RegistryAuth::Anonymous,
+            Some(Credentials::Basic { username, password }) => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Some(Credentials::RegistryToken(token)) => RegistryAuth::Bearer(token.clone()),
+            Some(Credentials::IdentityToken(refresh)) => {
+                let settings = self.config.registry(&ep.host);
+                let repository = name.reference().repository();
+                RegistryAuth::Bearer(
+                    token::access_token(&settings, &ep.host, repository, refresh).await?,
+                )
+            }
+        })
+    }
+
     fn configured_credentials(&self, host: &str) -> Result<Option<Credentials>, ImageError> {
         match &self.config.auth_file {
             Some(path) => Credentials::from_docker_config(path, host),
@@ -94,7 +118,7 @@ impl Puller {
     }
 
     async fn pull_from(&self, ep: &Endpoint, name: &ImageName) -> Result<ImageRecord, ImageError> {
-        let auth = Credentials::to_registry_auth(ep.credentials.as_ref());
+        let auth = self.registry_auth(ep, name).await?;
         let (bytes, _) = ep
             .client
             .pull_manifest_raw(&ep.reference, &auth, manifest::ACCEPTED)
