@@ -21,14 +21,33 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Start containerd (without its CRI plugin) and wait for its socket.
+    /// Start containerd without its CRI plugin (a content store and snapshotter for `ctr`).
     pub fn start() -> Result<Self> {
+        Self::spawn("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n")
+    }
+
+    /// Start containerd with its CRI plugin, reaching `plain_http` registries (host:port)
+    /// over plain HTTP.
+    pub fn start_cri(plain_http: &[String]) -> Result<Self> {
+        let mut plugins = String::from(
+            "[plugins.\"io.containerd.grpc.v1.cri\"]\n  restrict_oom_score_adj = true\n",
+        );
+        for host in plain_http {
+            plugins.push_str(&format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n  endpoint = [\"http://{host}\"]\n"
+            ));
+        }
+        Self::spawn(&plugins)
+    }
+
+    fn spawn(plugins: &str) -> Result<Self> {
         if !std::path::Path::new(CONTAINERD_BIN).is_file() {
             bail!("{CONTAINERD_BIN} not found: apt-get install containerd");
         }
         let dir = TempRoot::new("containerd")?;
         let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+            // `plugins` may hold top-level keys, so it comes before the first table.
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n{plugins}\
              [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"{debug}\"\n",
             root = dir.join("root").display(),
             state = dir.join("state").display(),
@@ -64,6 +83,11 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(containerd)
+    }
+
+    /// `unix://` endpoint of the gRPC socket (CRI clients connect here).
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
     }
 
     /// The gRPC socket.

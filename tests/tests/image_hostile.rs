@@ -312,3 +312,57 @@ fn a_manifest_that_is_not_json_is_refused() -> Result<()> {
     assert!(cri.scratch_leftovers().is_empty());
     Ok(())
 }
+
+#[test]
+fn a_blob_longer_than_its_descriptor_is_refused() -> Result<()> {
+    let case = Case::new(catalog::multi_layer()?)?;
+    let top = case
+        .image
+        .layers
+        .last()
+        .map(|l| l.digest.clone())
+        .unwrap_or_default();
+    let mut longer = fs::read(case.registry.blob_data_path(&top))?;
+    longer.extend_from_slice(&[0u8; 4096]);
+    corrupt::corrupt_blob(&case.registry, &top, &longer)?;
+    let err = case.pull_err()?;
+    assert!(err.contains("size mismatch") && err.contains(&top), "{err}");
+    case.assert_nothing_stored()
+}
+
+#[test]
+fn a_connection_dropped_mid_layer_fails_cleanly_and_the_next_pull_succeeds() -> Result<()> {
+    let registry = Registry::start(RegistryOptions::plain())?;
+    let image = catalog::busybox()?;
+    push_image(
+        &registry,
+        "flaky/busybox",
+        "latest",
+        &image,
+        ManifestKind::Oci,
+        false,
+    )?;
+    let proxy = FaultProxy::start(&registry)?;
+    let layer = &image.layers[0].digest;
+    proxy.inject(
+        Some("GET"),
+        &format!("/v2/flaky/busybox/blobs/{layer}"),
+        tests::faults::Fault::TruncateBody(100_000),
+        Some(1),
+    );
+    let cri = CapstanCri::start(&CriConfig::default().insecure(&proxy.host()))?;
+    let reference = format!("{}/flaky/busybox:latest", proxy.host());
+    let err = cri.cli_err(&["image", "pull", &reference])?;
+    assert!(err.contains(layer.as_str()), "{err}");
+    assert!(cri.cli_ok(&["image", "ls", "-q"])?.trim().is_empty());
+    assert!(
+        cri.scratch_leftovers().is_empty(),
+        "{:?}",
+        cri.scratch_leftovers()
+    );
+    assert!(cri.store_entries("snapshots").is_empty());
+
+    cri.cli_ok(&["image", "pull", &reference])?;
+    assert_eq!(cri.store_entries("snapshots").len(), 1);
+    Ok(())
+}
