@@ -204,5 +204,19 @@ fn identity_tokens_are_exchanged_at_the_registry_token_service() -> Result<()> {
     ])?;
     assert_eq!(tokens.issued(), 1);
     assert_eq!(cri.cli_ok(&["image", "ls", "-q"])?.lines().count(), 1);
+
+    // Access tokens are scoped to one repository: a pull of another gets its own.
+    push_image(
+        &open,
+        "secure/multi",
+        "latest",
+        &catalog::multi_layer()?,
+        ManifestKind::Oci,
+        false,
+    )?;
+    let other = image_ref(&registry, "secure/multi", "latest");
+    cri.cli_ok(&["image", "pull", &other, "--identity-token", "refresh-me"])?;
+    assert_eq!(tokens.issued(), 2);
+    assert_eq!(cri.cli_ok(&["image", "ls", "-q"])?.lines().count(), 2);
     Ok(())
 }

@@ -103,7 +103,11 @@ impl Endpoints {
             user_agent: concat!("capstan/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         }));
-        clients.insert(key, client.clone());
+        // A client keeps the first bearer token it is given; identity tokens yield a new,
+        // repository-scoped access token per pull, so their clients are not reused.
+        if !matches!(credentials, Some(Credentials::IdentityToken(_))) {
+            clients.insert(key, client.clone());
+        }
         Ok(client)
     }
 }
