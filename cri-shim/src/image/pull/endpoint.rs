@@ -32,21 +32,21 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// Where to fetch `reference` from, in the order to try; `credentials` says what to
-    /// present to each host.
+    /// Where to fetch `reference` from: its mirrors in the order to try, then the registry
+    /// itself; `credentials` says what to present to each host.
     pub fn for_reference(
         &self,
         config: &RuntimeConfig,
         reference: &Reference,
         credentials: impl Fn(&str) -> Result<Option<Credentials>, ImageError>,
-    ) -> Result<Vec<Endpoint>, ImageError> {
+    ) -> Result<(Vec<Endpoint>, Endpoint), ImageError> {
         let registry = reference.registry().to_owned();
-        let mut endpoints = Vec::new();
+        let mut mirrors = Vec::new();
         for mirror in config.registry(&registry).mirrors {
             let mut redirected = reference.clone();
             redirected.set_mirror_registry(mirror.clone());
             let credentials = credentials(&mirror)?;
-            endpoints.push(Endpoint {
+            mirrors.push(Endpoint {
                 client: self.client(&mirror, &config.registry(&mirror), credentials.as_ref())?,
                 host: mirror,
                 reference: redirected,
@@ -54,13 +54,13 @@ impl Endpoints {
             });
         }
         let credentials = credentials(&registry)?;
-        endpoints.push(Endpoint {
+        let registry = Endpoint {
             client: self.client(&registry, &config.registry(&registry), credentials.as_ref())?,
             host: registry,
             reference: reference.clone(),
             credentials,
-        });
-        Ok(endpoints)
+        };
+        Ok((mirrors, registry))
     }
 
     fn client(

@@ -62,25 +62,24 @@ impl Puller {
         credentials: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
         let registry = name.registry().to_owned();
-        let endpoints = self
-            .endpoints
-            .for_reference(&self.config, name.reference(), |host| {
-                // The request's credentials are for the image's own registry, never for mirrors.
-                match (&credentials, host == registry) {
-                    (Some(c), true) => Ok(Some(c.clone())),
-                    _ => self.configured_credentials(host),
+        let (mirrors, upstream) =
+            self.endpoints
+                .for_reference(&self.config, name.reference(), |host| {
+                    // The request's credentials are for the image's own registry, never for mirrors.
+                    match (&credentials, host == registry) {
+                        (Some(c), true) => Ok(Some(c.clone())),
+                        _ => self.configured_credentials(host),
+                    }
+                })?;
+        for mirror in &mirrors {
+            match self.pull_from(mirror, name).await {
+                Ok(record) => return Ok(record),
+                Err(e) => {
+                    tracing::warn!(mirror = %mirror.host, image = %name.whole(), error = %e, "mirror failed, trying next");
                 }
-            })?;
-        let last = endpoints.len() - 1;
-        for (i, endpoint) in endpoints.iter().enumerate() {
-            match self.pull_from(endpoint, name).await {
-                Err(e) if i < last => {
-                    tracing::warn!(mirror = %endpoint.host, image = %name.whole(), error = %e, "mirror failed, trying next");
-                }
-                result => return result,
             }
         }
-        unreachable!("the registry itself is always the last endpoint")
+        self.pull_from(&upstream, name).await
     }
 
     /// How layers are unpacked (limits, device policy).
