@@ -18,7 +18,7 @@ use crate::config::RuntimeConfig;
 use error::ImageError;
 use pull::{Credentials, Puller};
 use reference::ImageName;
-use store::{GcReport, ImageRecord, ImageStore, Usage};
+use store::{GcReport, ImageRecord, ImageStore, Records, Usage};
 
 /// Images on this node.
 pub struct ImageService {
@@ -86,11 +86,7 @@ impl ImageService {
 
     /// The image a reference or ID refers to, if stored.
     pub fn find(&self, name: &str) -> Option<ImageRecord> {
-        let records = self.store.records();
-        records
-            .find(&reference::lookup_name(name))
-            .or_else(|| records.find(name))
-            .cloned()
+        lookup(&self.store.records(), name).cloned()
     }
 
     /// The stored image config (JSON) of an image.
@@ -108,10 +104,7 @@ impl ImageService {
         let store = self.store.clone();
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            let found = store
-                .records()
-                .find(&reference::lookup_name(&name))
-                .cloned();
+            let found = lookup(&store.records(), &name).cloned();
             let Some(record) = found else {
                 return Ok(GcReport::default());
             };
@@ -144,4 +137,11 @@ impl ImageService {
         )
         .await
     }
+}
+
+/// The record a user's name refers to: normalised as a reference first, verbatim otherwise.
+fn lookup<'a>(records: &'a Records, name: &str) -> Option<&'a ImageRecord> {
+    records
+        .find(&reference::lookup_name(name))
+        .or_else(|| records.find(name))
 }

@@ -168,7 +168,11 @@ impl CriImageService for Images {
         &self,
         _: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        let usage = self.images.usage()?;
+        // Walks the store: blocking work.
+        let images = self.images.clone();
+        let usage = tokio::task::spawn_blocking(move || images.usage())
+            .await
+            .map_err(|e| Status::internal(format!("measuring the image store: {e}")))??;
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)

@@ -103,7 +103,12 @@ pub async fn fetch(
         Some(handle) => Some(join(handle).await),
         None => finished_early.map(Ok),
     };
-    downloaded?;
+    if let Err(e) = downloaded {
+        // An unpack that finished before the download failed is discarded off the runtime
+        // threads: removing its tree is blocking work.
+        let _ = tokio::task::spawn_blocking(move || drop(unpacked)).await;
+        return Err(e);
+    }
     let snapshot = unpacked.transpose()?;
     if let Some((_, stats)) = &snapshot {
         if stats.diff_id != layer.diff_id.to_string() {
