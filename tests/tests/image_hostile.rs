@@ -51,6 +51,15 @@ impl Case {
         self.cri.cli_err(&["image", "pull", &self.reference])
     }
 
+    /// Digest of the image's top (hostile) layer blob.
+    fn top_digest(&self) -> String {
+        self.image
+            .layers
+            .last()
+            .map(|l| l.digest.clone())
+            .unwrap_or_default()
+    }
+
     /// The snapshot directory of the image's top layer.
     fn top_snapshot(&self) -> PathBuf {
         let top = self
@@ -215,29 +224,14 @@ fn a_truncated_layer_is_refused() -> Result<()> {
     let case = Case::new(hostile::truncated()?)?;
     let err = case.pull_err()?;
     assert!(err.contains("truncated or corrupt"), "{err}");
-    assert!(
-        err.contains(
-            &case
-                .image
-                .layers
-                .last()
-                .map(|l| l.digest.clone())
-                .unwrap_or_default()
-        ),
-        "{err}"
-    );
+    assert!(err.contains(&case.top_digest()), "{err}");
     case.assert_nothing_stored()
 }
 
 #[test]
 fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() -> Result<()> {
     let case = Case::new(catalog::multi_layer()?)?;
-    let top = case
-        .image
-        .layers
-        .last()
-        .map(|l| l.digest.clone())
-        .unwrap_or_default();
+    let top = case.top_digest();
     corrupt::flip_blob_byte(&case.registry, &top)?;
     let err = case.pull_err()?;
     assert!(
@@ -260,12 +254,7 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() -> Result<()> {
 #[test]
 fn a_manifest_naming_a_missing_blob_is_refused() -> Result<()> {
     let case = Case::new(catalog::multi_layer()?)?;
-    let top = case
-        .image
-        .layers
-        .last()
-        .map(|l| l.digest.clone())
-        .unwrap_or_default();
+    let top = case.top_digest();
     corrupt::make_blob_missing(&case.registry, "hostile/image", &top)?;
     let err = case.pull_err()?;
     assert!(err.contains(&top), "{err}");
@@ -316,12 +305,7 @@ fn a_manifest_that_is_not_json_is_refused() -> Result<()> {
 #[test]
 fn a_blob_longer_than_its_descriptor_is_refused() -> Result<()> {
     let case = Case::new(catalog::multi_layer()?)?;
-    let top = case
-        .image
-        .layers
-        .last()
-        .map(|l| l.digest.clone())
-        .unwrap_or_default();
+    let top = case.top_digest();
     let mut longer = fs::read(case.registry.blob_data_path(&top))?;
     longer.extend_from_slice(&[0u8; 4096]);
     corrupt::corrupt_blob(&case.registry, &top, &longer)?;
