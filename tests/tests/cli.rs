@@ -16,8 +16,14 @@ fn version_reports_the_binary_and_the_runtime() -> Result<()> {
 }
 
 #[test]
-fn json_logs_are_one_object_per_line() -> Result<()> {
+fn logs_are_plain_text_in_files_and_json_on_request() -> Result<()> {
     let mut cri = CapstanCri::start(&CriConfig::default())?;
+    let text = cri.log();
+    assert!(text.contains("CRI server listening"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file: {text:?}"
+    );
     cri.restart_with(&["--log-format", "json"])?;
     cri.stop();
     let log = cri.log();
