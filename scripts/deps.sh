@@ -8,6 +8,8 @@ CAPSTAN_PACKAGES=(
   skopeo              # a second registry client the tests check against
   containerd runc     # the peer runtime the image-pull benchmark measures against
   nftables iproute2   # networking tests
+  containernetworking-plugins  # the reference CNI plugins Capstan's are checked against
+  iptables            # the reference bridge plugin's masquerade rules
   zstd openssl ca-certificates
 )
 
