@@ -10,7 +10,7 @@ CAPSTAN_PACKAGES=(
   nftables iproute2   # networking tests
   containernetworking-plugins  # the reference CNI plugins Capstan's are checked against
   iptables            # the reference bridge plugin's masquerade rules
-  zstd openssl ca-certificates
+  zstd openssl ca-certificates curl
 )
 
 capstan_install_deps() {

@@ -56,6 +56,14 @@ impl NetConf {
             .map_err(|e| CniError::invalid_config(format!("invalid network configuration: {e}")))
     }
 
+    /// GC's list of attachments to keep. Required: a missing (or `null`) list is refused
+    /// rather than read as "keep nothing", which would release every attachment.
+    pub fn valid_attachments(&self) -> Result<&[Attachment], CniError> {
+        self.valid_attachments
+            .as_deref()
+            .ok_or_else(|| CniError::invalid_config("GC requires cni.dev/valid-attachments"))
+    }
+
     /// The previous result, converted to the 1.x layout.
     pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
         self.prev_result

@@ -37,6 +37,7 @@ pub mod http;
 pub mod image;
 pub mod names;
 pub mod netns;
+pub mod podnet;
 pub mod push;
 pub mod registry;
 pub mod token_service;
