@@ -5,6 +5,8 @@ pub mod bridge;
 pub mod delegate;
 pub mod error;
 pub mod ipam;
+pub mod loopback;
+pub mod netlink;
 pub mod netns;
 pub mod portmap;
 pub mod skel;

@@ -5,8 +5,8 @@ use rtnetlink::packet_route::link::InfoKind;
 
 use super::addressing::container_routes;
 use super::code;
-use super::netlink::{Link, Netlink};
 use crate::error::CniError;
+use crate::netlink::{Link, Netlink};
 use crate::netns::NetNs;
 use crate::types::{IpConfig, Route};
 

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::code;
 use super::config::BridgeConf;
-use super::netlink::{errno, error, Link, Netlink};
 use crate::error::CniError;
+use crate::netlink::{errno, error, Link, Netlink};
 use crate::netns::NetNs;
 use crate::types::IpNet;
 

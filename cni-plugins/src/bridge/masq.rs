@@ -13,8 +13,8 @@ use rustix::fs::{flock, FlockOperation};
 use sha2::{Digest, Sha256};
 
 use super::code;
-use super::netlink::Netlink;
 use crate::error::CniError;
+use crate::netlink::Netlink;
 use crate::types::IpNet;
 
 /// The nftables table (family `inet`) holding the masquerade chains.

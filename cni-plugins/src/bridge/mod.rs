@@ -8,23 +8,22 @@ pub mod config;
 pub mod container;
 pub mod host;
 pub mod masq;
-pub mod netlink;
 
 use sha2::{Digest, Sha256};
 
 use crate::delegate;
 use crate::error::CniError;
+use crate::netlink::{Link, Netlink};
 use crate::netns::NetNs;
 use crate::skel::{Context, Plugin};
 use crate::types::{CniResult, Command, Interface};
 use addressing::Plan;
 use config::BridgeConf;
-use netlink::{Link, Netlink};
 
 /// The plugin's error codes (beyond the spec's; 100 is a delegate failure).
 pub mod code {
     /// A netlink operation failed.
-    pub const NETLINK: u32 = 101;
+    pub const NETLINK: u32 = crate::netlink::NETLINK_FAILURE;
     /// The configured bridge name belongs to a link of another kind.
     pub const NOT_A_BRIDGE: u32 = 102;
     /// An interface of the attachment already exists.

@@ -14,7 +14,6 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use tokio::runtime::Runtime;
 
-use super::code;
 use crate::error::CniError;
 use crate::types::{IpNet, Route};
 
@@ -82,6 +81,9 @@ impl Link {
     }
 }
 
+/// Plugin-specific error code of a failed netlink operation (the same in every plugin).
+pub const NETLINK_FAILURE: u32 = 101;
+
 /// A rtnetlink connection driven by its own current-thread runtime.
 pub struct Netlink {
     runtime: Runtime,
@@ -92,7 +94,7 @@ impl Netlink {
     /// Connect in the calling thread's network namespace.
     pub fn connect() -> Result<Self, CniError> {
         let fail = |e: std::io::Error| {
-            CniError::new(code::NETLINK, "opening a netlink socket", e.to_string())
+            CniError::new(NETLINK_FAILURE, "opening a netlink socket", e.to_string())
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -174,6 +176,14 @@ impl Netlink {
         self.set_link(
             LinkUnspec::new_with_index(index).up().build(),
             &format!("bringing link #{index} up"),
+        )
+    }
+
+    /// Bring link `index` down.
+    pub fn set_down(&self, index: u32) -> Result<(), CniError> {
+        self.set_link(
+            LinkUnspec::new_with_index(index).down().build(),
+            &format!("bringing link #{index} down"),
         )
     }
 
@@ -316,11 +326,11 @@ pub fn error(what: &str, e: rtnetlink::Error) -> CniError {
     match errno(&e) {
         Some(libc::EBUSY | libc::EAGAIN) => CniError::try_again_later(what, e.to_string()),
         Some(n) => CniError::new(
-            code::NETLINK,
+            NETLINK_FAILURE,
             what,
             std::io::Error::from_raw_os_error(n).to_string(),
         ),
-        None => CniError::new(code::NETLINK, what, e.to_string()),
+        None => CniError::new(NETLINK_FAILURE, what, e.to_string()),
     }
 }
 
