@@ -25,6 +25,18 @@ pub struct RuntimeConfig {
     pub unpack_limits: UnpackLimitsConfig,
     /// Create device nodes found in image layers instead of skipping them.
     pub create_device_nodes: bool,
+    /// Volatile per-sandbox state: monitor sockets, pinned namespaces (lost on reboot, as
+    /// are the processes it describes).
+    pub run_root: PathBuf,
+    /// How pods are networked.
+    pub cni: CniSettings,
+    /// CRI `runtime_handler` names mapped to external OCI runtimes (`runc`, `crun`). The
+    /// empty handler always runs the built-in executor.
+    pub runtime_handlers: BTreeMap<String, RuntimeHandler>,
+    /// Cgroup parent for sandboxes whose config names none, relative to each hierarchy.
+    pub default_cgroup_parent: String,
+    /// Most bytes of stdout plus stderr ExecSync captures before truncating.
+    pub max_exec_output_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -37,6 +49,11 @@ impl Default for RuntimeConfig {
             max_concurrent_downloads: 4,
             unpack_limits: UnpackLimitsConfig::default(),
             create_device_nodes: false,
+            run_root: PathBuf::from("/run/capstan/runtime"),
+            cni: CniSettings::default(),
+            runtime_handlers: BTreeMap::new(),
+            default_cgroup_parent: "/capstan".to_owned(),
+            max_exec_output_bytes: 16 << 20,
         }
     }
 }
@@ -45,6 +62,21 @@ impl RuntimeConfig {
     /// Directory of the image store.
     pub fn image_root(&self) -> PathBuf {
         self.root.join("images")
+    }
+
+    /// Persistent state of sandboxes (one directory per sandbox ID).
+    pub fn sandbox_root(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    /// Persistent state of containers (one directory per container ID, holding the bundle).
+    pub fn container_root(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// Volatile state of one sandbox: its monitor's socket and pinned namespaces.
+    pub fn sandbox_run_dir(&self, sandbox_id: &str) -> PathBuf {
+        self.run_root.join(sandbox_id)
     }
 
     /// Settings for a registry host, or the defaults when it has none.
@@ -94,4 +126,37 @@ fn nonzero_or(value: u64, default: u64) -> u64 {
     } else {
         value
     }
+}
+
+/// Where CNI configuration, plugins and the result cache live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct CniSettings {
+    /// Directory of network configurations; the first file (by name) wins.
+    pub conf_dir: PathBuf,
+    /// Directories searched for plugin executables, in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Where results are cached so DEL and CHECK get the ADD result.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for CniSettings {
+    fn default() -> Self {
+        Self {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin")],
+            cache_dir: PathBuf::from("/var/lib/cni"),
+        }
+    }
+}
+
+/// An external OCI runtime serving one CRI runtime handler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The runtime executable (runc-compatible command line).
+    pub path: PathBuf,
+    /// The runtime's state directory (`--root`); defaults to `<run_root>/oci/<handler>`.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
 }

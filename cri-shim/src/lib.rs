@@ -1,9 +1,15 @@
-//! Capstan's built-in CRI runtime: the image service (pull, store, unpack) served over CRI
-//! v1 gRPC on a unix socket. Sandboxes and containers join in a later stage.
+//! Capstan's built-in CRI runtime served over CRI v1 gRPC on a unix socket: the image
+//! service (pull, store, unpack), pod sandboxes (monitor process, namespaces, CNI) and
+//! containers (CRI config → OCI spec → process), logs, exec and stats.
 
 pub mod config;
+pub mod executor;
 pub mod image;
+pub mod monitor;
+pub mod network;
+pub mod runtime;
 pub mod server;
+pub mod spec;
 
 /// Capstan's own gRPC API next to CRI (image import).
 pub mod admin {

@@ -1,0 +1,1 @@
+//! The RuntimeService state: sandbox and container stores backed by disk, and their operations.
