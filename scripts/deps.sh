@@ -3,6 +3,7 @@
 
 CAPSTAN_PACKAGES=(
   protobuf-compiler   # protoc, for the CRI and admin gRPC code
+  libseccomp-dev pkg-config  # the seccomp BPF compiler the executor links
   docker-registry     # the real OCI registry the tests pull from
   busybox-static      # the test images' rootfs
   skopeo              # a second registry client the tests check against
