@@ -1,7 +1,7 @@
 //! The image store: blobs, snapshots and image records under one root, each crash-safe.
 
 mod blobs;
-mod fsutil;
+pub mod fsutil;
 mod records;
 mod snapshots;
 
