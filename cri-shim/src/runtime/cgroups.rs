@@ -137,6 +137,15 @@ pub fn kill_all(path: &str) {
     }
 }
 
+/// Processes in the cgroup (0 when it does not exist).
+pub fn process_count(path: &str) -> u64 {
+    let cgroup = load(path);
+    if !cgroup.exists() {
+        return 0;
+    }
+    cgroup.procs().len() as u64
+}
+
 /// Resource usage of one cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupUsage {
