@@ -336,6 +336,20 @@ pub enum Command {
     Gc,
 }
 
+impl Command {
+    /// The command's `CNI_COMMAND` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "ADD",
+            Self::Del => "DEL",
+            Self::Check => "CHECK",
+            Self::Version => "VERSION",
+            Self::Status => "STATUS",
+            Self::Gc => "GC",
+        }
+    }
+}
+
 /// The `CNI_*` environment of one invocation.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -470,6 +484,22 @@ mod tests {
         let new = result.to_version("1.0.0");
         assert!(new["ips"][0].get("version").is_none());
         assert_eq!(new["ips"][0]["address"], "10.1.0.5/24");
+    }
+
+    #[test]
+    fn command_names_are_what_from_vars_reads() {
+        use Command::*;
+        for command in [Add, Del, Check, Version, Status, Gc] {
+            let env = Env::from_vars(|k| match k {
+                "CNI_COMMAND" => Some(command.as_str().to_owned()),
+                "CNI_CONTAINERID" => Some("c1".to_owned()),
+                "CNI_IFNAME" => Some("eth0".to_owned()),
+                "CNI_NETNS" => Some("/run/netns/x".to_owned()),
+                _ => None,
+            })
+            .unwrap();
+            assert_eq!(env.command, command);
+        }
     }
 
     #[test]
