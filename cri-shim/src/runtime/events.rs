@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_cri::v1::ContainerEventType;
 use tokio::sync::{broadcast, oneshot};
 

@@ -38,10 +38,6 @@ impl Runtime {
                 SandboxPhase::Creating => {
                     tracing::info!(sandbox = %sandbox.id, "undoing a sandbox interrupted by a crash");
                     self.tear_down(&sandbox).await;
-                    if let Ok(path) = super::cgroups::child_path(&sandbox.cgroup_parent, &sandbox.id) {
-                        super::cgroups::kill_all(&path);
-                        let _ = super::cgroups::remove(&path);
-                    }
                     let _ = self.sandboxes.remove(&sandbox.id);
                 }
                 SandboxPhase::Ready => {

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::admin::image_admin_server::ImageAdminServer;
 use crate::config::RuntimeConfig;
 use crate::image::ImageService;
+use crate::runtime::Runtime;
 
 /// Largest gRPC message accepted or sent (image lists on busy nodes are large).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -25,6 +26,9 @@ pub enum ServeError {
     /// Opening the image store failed.
     #[error(transparent)]
     Image(#[from] crate::image::error::ImageError),
+    /// Opening the sandbox and container stores failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::error::RuntimeError),
     /// The socket could not be bound.
     #[error("binding CRI socket {path}: {source}")]
     Bind {
@@ -49,11 +53,12 @@ pub async fn serve(
     // that can connect can be served.
     refuse_live_socket(&config.socket)?;
     let images = Arc::new(ImageService::open(config.clone())?);
+    let runtime = Runtime::open(config.clone(), images.clone()).await?;
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "CRI server listening");
     tonic::transport::Server::builder()
         .add_service(
-            RuntimeServiceServer::new(runtime::Runtime)
+            RuntimeServiceServer::new(runtime::RuntimeApi::new(runtime))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

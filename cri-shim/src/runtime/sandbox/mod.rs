@@ -3,7 +3,6 @@
 mod view;
 mod run;
 mod stop;
-mod sysctl;
 
 use std::path::PathBuf;
 
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::store::{proto_base64, Record};
 
 pub use view::labels_match;
+pub(crate) use run::shim_binary;
 
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

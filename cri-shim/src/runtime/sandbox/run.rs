@@ -4,8 +4,9 @@
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use tracing::Instrument;
 
-use super::{sysctl, SandboxPhase, SandboxRecord};
-use crate::monitor::launch::{self, NamespaceChoice, PidChoice, SandboxMonitorConfig};
+use super::{SandboxPhase, SandboxRecord};
+use crate::monitor::config::{NamespaceChoice, PidChoice, SandboxMonitorConfig};
+use crate::monitor::launch;
 use crate::network::{self, Attachment, PodIdentity, PortMapping};
 use crate::runtime::error::{crash_point, RuntimeError};
 use crate::runtime::files::SandboxFiles;
@@ -24,14 +25,16 @@ impl Runtime {
             RuntimeError::InvalidArgument("pod sandbox config has no metadata".into())
         })?;
         let id = new_id();
-        let linux = config.linux.clone().unwrap_or_default();
-        let parent = if linux.cgroup_parent.is_empty() {
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let parent = if cgroup_parent.is_empty() {
             self.config.default_cgroup_parent.clone()
         } else {
-            linux.cgroup_parent.clone()
+            cgroup_parent
         };
-        // Validates the parent too: it must not climb out of the hierarchy.
-        cgroups::child_path(&parent, &id).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let record = SandboxRecord {
             id: id.clone(),
             phase: SandboxPhase::Creating,
@@ -42,14 +45,15 @@ impl Runtime {
             ips: Vec::new(),
             run_dir: self.config.sandbox_run_dir(&id),
         };
-        sysctl::validate(linux.sysctls.keys(), record.host_network(), record.host_ipc())?;
+        let monitor_config = monitor_config(&record)?;
+        monitor_config.validate().map_err(RuntimeError::InvalidArgument)?;
         let span = tracing::info_span!("sandbox", pod = %format!("{}/{}", metadata.namespace, metadata.name), uid = %metadata.uid, id = %&id[..12]);
         let lock = self.sandboxes.lock_of(&id);
         let _guard = lock.lock().await;
         self.sandboxes
             .save(&record)
             .map_err(|e| RuntimeError::internal("recording sandbox", e))?;
-        match self.bring_up(record).instrument(span.clone()).await {
+        match self.bring_up(record, monitor_config).instrument(span.clone()).await {
             Ok(()) => {
                 span.in_scope(|| tracing::info!("sandbox ready"));
                 Ok(id)
@@ -76,7 +80,11 @@ impl Runtime {
         }
     }
 
-    async fn bring_up(&self, mut record: SandboxRecord) -> Result<(), RuntimeError> {
+    async fn bring_up(
+        &self,
+        mut record: SandboxRecord,
+        monitor_config: SandboxMonitorConfig,
+    ) -> Result<(), RuntimeError> {
         let files = SandboxFiles::under(&record.run_dir);
         let hostname = if record.host_network() {
             nix::unistd::gethostname()
@@ -93,29 +101,13 @@ impl Runtime {
                 .mount_shm()
                 .map_err(|e| RuntimeError::internal("sandbox /dev/shm", e))?;
         }
-        let monitor_cgroup = cgroups::child_path(&record.cgroup_parent, &record.id)
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
-        cgroups::create(&monitor_cgroup, None).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        if let Some(cgroup) = &monitor_config.cgroup_path {
+            cgroups::create(cgroup, None).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        }
         crash_point("run_pod_sandbox.before_monitor");
-        let linux = record.config.linux.clone().unwrap_or_default();
-        launch::launch(SandboxMonitorConfig {
-            sandbox_id: record.id.clone(),
-            run_dir: record.run_dir.clone(),
-            shim_binary: shim_binary()?,
-            hostname: record.config.hostname.clone(),
-            network: choice(record.host_network()),
-            ipc: choice(record.host_ipc()),
-            uts: choice(record.host_network()),
-            pid: match record.pid_mode() {
-                NamespaceMode::Pod => PidChoice::Pod,
-                NamespaceMode::Node => PidChoice::Node,
-                _ => PidChoice::Container,
-            },
-            sysctls: linux.sysctls.into_iter().collect(),
-            cgroup_path: Some(monitor_cgroup),
-        })
-        .await
-        .map_err(|e| RuntimeError::Internal(format!("starting pod monitor: {e}")))?;
+        launch::launch(monitor_config)
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("starting pod monitor: {e}")))?;
         crash_point("run_pod_sandbox.before_cni");
         if let Some(netns) = record.netns_path() {
             let result = self
@@ -165,6 +157,34 @@ impl Runtime {
                 .collect(),
         }
     }
+}
+
+/// What the sandbox's monitor must set up.
+fn monitor_config(record: &SandboxRecord) -> Result<SandboxMonitorConfig, RuntimeError> {
+    let linux = record.config.linux.clone().unwrap_or_default();
+    let cgroup = cgroups::child_path(&record.cgroup_parent, &record.id)
+        .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+    Ok(SandboxMonitorConfig {
+        sandbox_id: record.id.clone(),
+        run_dir: record.run_dir.clone(),
+        shim_binary: shim_binary()?,
+        // A host-network pod shares the host's UTS namespace, hence its hostname.
+        hostname: if record.host_network() {
+            String::new()
+        } else {
+            record.config.hostname.clone()
+        },
+        network: choice(record.host_network()),
+        ipc: choice(record.host_ipc()),
+        uts: choice(record.host_network()),
+        pid: match record.pid_mode() {
+            NamespaceMode::Pod => PidChoice::Pod,
+            NamespaceMode::Node => PidChoice::Node,
+            _ => PidChoice::Container,
+        },
+        sysctls: linux.sysctls.into_iter().collect(),
+        cgroup_path: Some(cgroup),
+    })
 }
 
 fn choice(host: bool) -> NamespaceChoice {

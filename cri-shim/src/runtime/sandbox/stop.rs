@@ -47,19 +47,13 @@ impl Runtime {
                 self.remove_container(&container.id).await?;
             }
         }
-        if let Ok(path) = cgroups::child_path(&record.cgroup_parent, &record.id) {
-            cgroups::kill_all(&path);
-            if let Err(e) = cgroups::remove(&path) {
-                tracing::warn!(error = %e, "removing sandbox cgroup");
-            }
-        }
         self.sandboxes
             .remove(id)
             .map_err(|e| RuntimeError::internal("removing sandbox record", e))
     }
 
     /// Release what a sandbox holds on the node: network attachment, monitor, namespace
-    /// pins, /dev/shm, run directory. Safe to repeat and on half-made sandboxes.
+    /// pins, /dev/shm, run directory, the monitor's cgroup. Safe to repeat and on half-made sandboxes.
     pub(crate) async fn tear_down(&self, record: &SandboxRecord) {
         if let Some(netns) = record.netns_path() {
             let attachment = AttachmentRef::from(&self.attachment(record, netns));
@@ -81,6 +75,12 @@ impl Runtime {
         }
         if let Err(e) = launch::cleanup(&record.run_dir) {
             tracing::warn!(error = %e, "cleaning sandbox run dir");
+        }
+        if let Ok(path) = cgroups::child_path(&record.cgroup_parent, &record.id) {
+            cgroups::kill_all(&path);
+            if let Err(e) = cgroups::remove(&path) {
+                tracing::warn!(error = %e, "removing the monitor's cgroup");
+            }
         }
     }
 }
