@@ -5,6 +5,7 @@ use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
 
 use super::error::{ExecutorError, Result, SysContext};
+use super::mountinfo::cgroup_mounts;
 
 /// Moves the calling process into `path` (absolute within each hierarchy, like
 /// `linux.cgroupsPath`), in every hierarchy the host mounts.
@@ -30,32 +31,40 @@ pub fn join(path: &str) -> Result<()> {
         })
 }
 
-/// The cgroup of the running process `pid`, as seen from our cgroup namespace.
-pub fn of_process(pid: i32) -> Result<Option<String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+/// Moves the calling process into every cgroup the running process `pid` is in, hierarchy
+/// by hierarchy (the paths may differ between v1 hierarchies). Entries of hierarchies the
+/// host does not mount are skipped.
+pub fn join_process(pid: i32) -> Result<()> {
+    let entries = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .sys(|| format!("reading /proc/{pid}/cgroup"))?;
-    Ok(parse_proc_cgroup(&text))
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").sys(|| "reading /proc/self/mountinfo")?;
+    let mounts = cgroup_mounts(&mountinfo);
+    let me = std::process::id().to_string();
+    for (id, controllers, path) in parse_proc_cgroup(&entries) {
+        let Some(mount) = mounts.iter().find(|m| m.serves(id, controllers)) else {
+            continue;
+        };
+        let relative = path.trim_start_matches('/');
+        if relative.split('/').any(|c| c == "..") {
+            return Err(ExecutorError::Invalid(format!(
+                "cgroup path {path:?} of process {pid} climbs with .."
+            )));
+        }
+        let procs = mount.mount_point.join(relative).join("cgroup.procs");
+        std::fs::write(&procs, &me).sys(|| format!("joining cgroup {}", procs.display()))?;
+    }
+    Ok(())
 }
 
-/// The path to join from a `/proc/<pid>/cgroup` text: the unified entry (`0::/path`)
-/// on a v2 host, otherwise the first v1 controller's path.
-pub fn parse_proc_cgroup(text: &str) -> Option<String> {
-    let entries: Vec<(&str, &str, &str)> = text
-        .lines()
+/// The `(hierarchy id, controllers, path)` entries of a `/proc/<pid>/cgroup` text.
+pub fn parse_proc_cgroup(text: &str) -> Vec<(&str, &str, &str)> {
+    text.lines()
         .filter_map(|line| {
             let mut fields = line.splitn(3, ':');
             Some((fields.next()?, fields.next()?, fields.next()?))
         })
-        .collect();
-    let v1 = entries
-        .iter()
-        .find(|(_, controllers, _)| !controllers.is_empty() && !controllers.starts_with("name="));
-    let chosen = if hierarchies::is_cgroup2_unified_mode() || v1.is_none() {
-        entries.iter().find(|(id, _, _)| *id == "0")
-    } else {
-        v1
-    };
-    chosen.map(|(_, _, path)| (*path).to_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -63,22 +72,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v1_controller_path_is_preferred_on_v1_hosts() {
-        let text = "12:pids:/capstan/pod/ctr\n1:name=systemd:/user.slice\n0::/unified\n";
-        if hierarchies::is_cgroup2_unified_mode() {
-            assert_eq!(parse_proc_cgroup(text).as_deref(), Some("/unified"));
-        } else {
-            assert_eq!(parse_proc_cgroup(text).as_deref(), Some("/capstan/pod/ctr"));
-        }
-    }
-
-    #[test]
-    fn unified_only() {
+    fn proc_cgroup_entries() {
+        let text = "12:pids:/capstan/pod/ctr\n1:name=systemd:/user.slice\n0::/a:b\n";
         assert_eq!(
-            parse_proc_cgroup("0::/capstan/pod/ctr\n").as_deref(),
-            Some("/capstan/pod/ctr")
+            parse_proc_cgroup(text),
+            vec![
+                ("12", "pids", "/capstan/pod/ctr"),
+                ("1", "name=systemd", "/user.slice"),
+                ("0", "", "/a:b"),
+            ]
         );
-        assert_eq!(parse_proc_cgroup(""), None);
+        assert!(parse_proc_cgroup("garbage").is_empty());
     }
 
     #[test]

@@ -33,26 +33,15 @@ fn run(init_pid: i32, bundle_dir: &Path, process_file: &Path) -> Result<i32> {
     let linux = bundle::linux(&spec);
 
     // Through the host's cgroupfs, before the mount namespace changes what /sys shows.
-    let cgroup_path = match linux.cgroups_path() {
-        Some(path) => Some(
-            path.to_str()
-                .ok_or_else(|| {
-                    ExecutorError::Invalid(format!("cgroup path {path:?} is not UTF-8"))
-                })?
-                .to_owned(),
-        ),
-        None => cgroup::of_process(init_pid)?,
-    };
-    if let Some(path) = cgroup_path {
-        cgroup::join(&path)?;
-    }
+    cgroup::join_process(init_pid)?;
     namespaces::join_process(init_pid, linux.namespaces().as_deref().unwrap_or_default())?;
 
-    let parent = nix::unistd::getpid();
     // SAFETY: `capstan shim exec` is single-threaded; the child only runs setup code and
     // execve (allocating is fine without other threads holding locks).
     match unsafe { nix::unistd::fork() }.sys(|| "fork")? {
         ForkResult::Child => {
+            // Our parent as seen from here (0 when it is outside our PID namespace).
+            let parent = nix::unistd::getppid();
             let Err(e) = child(&proc_spec, linux.seccomp().as_ref(), parent);
             eprintln!("{PREFIX}{e}");
             report::exit_now(report::FAILURE_EXIT)
@@ -76,6 +65,7 @@ fn child(
     confine::confine(proc_spec, profile)?;
     // After the uid change, which clears the parent-death signal.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).sys(|| "setting the parent-death signal")?;
+    // Reparented meanwhile: the parent died before the signal was armed.
     if nix::unistd::getppid() != parent {
         return Err(ExecutorError::Invalid("capstan exec exited".into()));
     }

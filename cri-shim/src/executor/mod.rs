@@ -12,6 +12,7 @@ mod devices;
 mod error;
 mod exec;
 mod init;
+mod mountinfo;
 mod mounts;
 mod namespaces;
 mod process;

@@ -14,12 +14,13 @@ use rustix::io::Errno;
 use super::options::MountOptions;
 use super::{mount_at, remount_bind, reopen};
 use crate::executor::error::{Result, SysContext};
+use crate::executor::mountinfo::cgroup_mounts;
 use crate::executor::resolve::{self, fd_path, Leaf};
 
 /// Where the host mounts its cgroup hierarchies.
 const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// One host cgroup hierarchy.
+/// One host cgroup hierarchy to mount again in the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
     /// Directory name under the cgroup root (`memory`, `cpu,cpuacct`, `unified`).
@@ -87,46 +88,24 @@ pub fn mount(root: BorrowedFd<'_>, destination: &Path, options: &MountOptions) -
 
 /// The cgroup hierarchies mounted directly under the host's cgroup root.
 pub fn host_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
-    mountinfo
-        .lines()
-        .filter_map(parse_line)
-        .filter(|(mount_point, fstype, _)| {
-            (fstype == "cgroup" || fstype == "cgroup2")
-                && Path::new(mount_point).parent() == Some(Path::new(HOST_CGROUP_ROOT))
-        })
-        .filter_map(|(mount_point, fstype, super_options)| {
-            let name = Path::new(&mount_point).file_name()?.to_str()?.to_owned();
-            let options = if fstype == "cgroup" {
-                super_options
-                    .split(',')
-                    .filter(|o| *o != "rw" && *o != "ro")
-                    .collect::<Vec<_>>()
-                    .join(",")
+    cgroup_mounts(mountinfo)
+        .into_iter()
+        .filter(|m| m.mount_point.parent() == Some(Path::new(HOST_CGROUP_ROOT)))
+        .filter_map(|m| {
+            let name = m.mount_point.file_name()?.to_str()?.to_owned();
+            // cgroup2 options (nsdelegate, ...) are per-superblock and not ours to pass.
+            let options = if m.fstype == "cgroup" {
+                m.options.join(",")
             } else {
                 String::new()
             };
             Some(Hierarchy {
                 name,
-                fstype,
+                fstype: m.fstype,
                 options,
             })
         })
         .collect()
-}
-
-/// (mount point, fstype, super options) of one mountinfo line.
-fn parse_line(line: &str) -> Option<(String, String, String)> {
-    let (before, after) = line.split_once(" - ")?;
-    let mount_point = before.split(' ').nth(4)?;
-    let mut after = after.split(' ');
-    let fstype = after.next()?;
-    let _source = after.next()?;
-    let super_options = after.next().unwrap_or("");
-    Some((
-        mount_point.to_owned(),
-        fstype.to_owned(),
-        super_options.to_owned(),
-    ))
 }
 
 #[cfg(test)]
@@ -159,19 +138,5 @@ mod tests {
                 ("memory", "cgroup", "memory"),
             ]
         );
-    }
-
-    #[test]
-    fn optional_fields_do_not_confuse_the_parser() {
-        let line = "1 2 0:3 / /sys/fs/cgroup/pids rw shared:1 master:2 - cgroup cgroup rw,pids";
-        assert_eq!(
-            parse_line(line),
-            Some((
-                "/sys/fs/cgroup/pids".to_owned(),
-                "cgroup".to_owned(),
-                "rw,pids".to_owned()
-            ))
-        );
-        assert_eq!(parse_line("garbage"), None);
     }
 }
