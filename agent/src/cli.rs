@@ -38,6 +38,9 @@ pub enum Command {
     Image(ImageCommand),
     /// Print version information.
     Version(VersionArgs),
+    /// Internal: the per-sandbox monitor and the exec entry (spawned by `capstan cri`).
+    #[command(subcommand, hide = true)]
+    Shim(ShimCommand),
 }
 
 /// `capstan cri`.
@@ -154,4 +157,35 @@ pub struct VersionArgs {
     /// Also ask this CRI runtime for its version.
     #[arg(long)]
     pub runtime_endpoint: Option<String>,
+}
+
+/// `capstan shim ...` (internal, started by the CRI runtime).
+#[derive(Debug, Subcommand)]
+pub enum ShimCommand {
+    /// Set up a sandbox's namespaces and run its monitor.
+    Start(ShimStartArgs),
+    /// Run a process inside a running container (ExecSync).
+    Exec(ShimExecArgs),
+}
+
+/// `capstan shim start`.
+#[derive(Debug, Args)]
+pub struct ShimStartArgs {
+    /// The monitor's config (JSON) in the sandbox run directory.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// `capstan shim exec`.
+#[derive(Debug, Args)]
+pub struct ShimExecArgs {
+    /// The container's init process (host PID namespace).
+    #[arg(long)]
+    pub pid: i32,
+    /// The container's OCI bundle directory.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// The OCI `Process` (JSON) to run.
+    #[arg(long)]
+    pub process: PathBuf,
 }

@@ -10,6 +10,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // The monitor forks and unshares: it must run before any thread (tokio, logging) exists.
+    let command = match cli.command {
+        cli::Command::Shim(shim) => return commands::shim::run(shim),
+        command => command,
+    };
     logging::init(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -18,7 +23,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    match runtime.block_on(commands::run(command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

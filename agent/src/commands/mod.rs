@@ -2,6 +2,7 @@
 
 mod cri;
 mod image;
+pub mod shim;
 mod version;
 
 use crate::cli::Command;
@@ -12,5 +13,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cri(args) => cri::run(args).await,
         Command::Image(command) => image::run(command).await,
         Command::Version(args) => version::run(args).await,
+        Command::Shim(_) => anyhow::bail!("`capstan shim` must be dispatched before the async runtime starts"),
     }
 }
