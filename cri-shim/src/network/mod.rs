@@ -17,5 +17,7 @@ mod tests;
 
 pub use attachment::{pod_ips, Attachment, AttachmentRef, PodIdentity, PortMapping};
 pub use cni::{Cni, DEFAULT_PLUGIN_TIMEOUT};
+/// The typed ADD result (the type shared with Capstan's plugins).
+pub use cni_plugins::types::CniResult;
 pub use config::NetworkConfigList;
 pub use error::NetworkError;
