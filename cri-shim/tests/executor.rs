@@ -73,6 +73,7 @@ fn main() {
         ("missing_cwd_is_reported", missing_cwd),
         ("user_namespace_is_refused", user_namespace_refused),
         ("gate_eof_exits_without_running", gate_eof),
+        ("terminal_becomes_controlling_tty", terminal),
         ("exec_main_joins_a_running_container", exec_joins_container),
     ];
     let mut failed = 0;
@@ -444,6 +445,26 @@ fn gate_eof() -> CaseResult {
     expect_eq(&run.status.to_string(), "0")
 }
 
+fn terminal() -> CaseResult {
+    let bundle = Bundle::new()?;
+    let mut spec = bundle.spec(&[
+        "sh",
+        "-c",
+        "test -t 0 && echo stdin=tty; \
+         test \"$(cut -d' ' -f7 /proc/self/stat)\" != 0 && echo ctty=yes; \
+         test -e /dev/console && echo console=ok; \
+         echo session=$(cut -d' ' -f6 /proc/self/stat)",
+    ]);
+    process_mut(&mut spec).set_terminal(Some(true));
+    let run = bundle.run(&spec)?;
+    run.expect_success()?;
+    // The pty turns newlines into CR LF.
+    expect_eq(
+        run.output.replace('\r', "").trim(),
+        "stdin=tty\nctty=yes\nconsole=ok\nsession=1",
+    )
+}
+
 fn exec_joins_container() -> CaseResult {
     let bundle = Bundle::new()?;
     std::fs::write(bundle.rootfs.join("only-in-container"), "inside\n").map_err(err)?;
@@ -665,13 +686,24 @@ impl Container {
             .map_err(|e| e.to_string())?;
         let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err)?;
         let (gate_r, gate_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err)?;
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err)?;
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        // With a terminal, the container's stdio is a pty slave, as the monitor sets it up.
+        let (out_r, out_w) = if terminal {
+            let pty = nix::pty::openpty(None, None).map_err(err)?;
+            (pty.master, pty.slave)
+        } else {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err)?
+        };
         let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err)?;
         // SAFETY: the test binary is single-threaded (harness = false).
         match unsafe { fork() }.map_err(err)? {
             ForkResult::Child => {
                 drop((report_r, gate_w, out_r, pid_r));
-                intermediate(bundle, gate_r, report_w, out_w, pid_w)
+                intermediate(bundle, terminal, gate_r, report_w, out_w, pid_w)
             }
             ForkResult::Parent { child } => {
                 drop((report_w, gate_r, out_w, pid_w));
@@ -763,6 +795,7 @@ impl Drop for Container {
 /// CLONE_NEWPID fork; reports the container's PID and exits with its status.
 fn intermediate(
     bundle: &Path,
+    terminal: bool,
     gate_r: OwnedFd,
     report_w: OwnedFd,
     out_w: OwnedFd,
@@ -775,8 +808,12 @@ fn intermediate(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(pid_w);
-            let null = std::fs::File::open("/dev/null").map(OwnedFd::from);
-            let redirected = null.is_ok_and(|null| dup_onto(&null, 0))
+            let stdin = if terminal {
+                out_w.try_clone()
+            } else {
+                std::fs::File::open("/dev/null").map(OwnedFd::from)
+            };
+            let redirected = stdin.is_ok_and(|stdin| dup_onto(&stdin, 0))
                 && dup_onto(&out_w, 1)
                 && dup_onto(&out_w, 2);
             drop(out_w);
@@ -905,7 +942,8 @@ fn read_to_end(fd: &OwnedFd) -> Result<Vec<u8>, String> {
     loop {
         wait_readable(fd, deadline)?;
         match nix::unistd::read(fd.as_fd(), &mut buf) {
-            Ok(0) => return Ok(all),
+            // EIO: a pty master whose slave is closed everywhere.
+            Ok(0) | Err(nix::errno::Errno::EIO) => return Ok(all),
             Ok(n) => all.extend_from_slice(&buf[..n]),
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.to_string()),

@@ -53,23 +53,37 @@ pub fn setup(
             }
         }
         if terminal {
-            // The monitor made a pty slave our stdin; bind it where programs expect the
-            // console.
-            let console = resolve::open_or_create(root, Path::new("/dev/console"), Leaf::File)?;
-            mount_at(
-                Some(Path::new("/proc/self/fd/0")),
-                &fd_path(console.as_fd()),
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )
-            .sys(|| "bind mounting the terminal on /dev/console")?;
+            bind_console(root)?;
         }
     }
     for device in devices {
         create(root, device)?;
     }
     Ok(())
+}
+
+/// Binds the pty slave the monitor made our stdin on `/dev/console`. The bind source is
+/// the slave's path looked up again: the descriptor belongs to the monitor's mount
+/// namespace, and mount(2) refuses sources from another namespace.
+fn bind_console(root: BorrowedFd<'_>) -> Result<()> {
+    let slave = std::fs::read_link("/proc/self/fd/0").sys(|| "finding the terminal of stdin")?;
+    let by_fd = rustix::fs::fstat(std::io::stdin().as_fd()).sys(|| "stat of stdin")?;
+    let by_path = rustix::fs::stat(&slave).sys(|| format!("stat of {}", slave.display()))?;
+    if by_fd.st_rdev != by_path.st_rdev || by_fd.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return Err(ExecutorError::Invalid(format!(
+            "stdin is not the terminal {}",
+            slave.display()
+        )));
+    }
+    let console = resolve::open_or_create(root, Path::new("/dev/console"), Leaf::File)?;
+    mount_at(
+        Some(&slave),
+        &fd_path(console.as_fd()),
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
+    .sys(|| format!("bind mounting {} on /dev/console", slave.display()))
 }
 
 /// Bind-mounts the host's node at `path` on the same path inside `root`.
