@@ -236,7 +236,7 @@ impl Cni {
             }
             let env = CallEnv {
                 container_id: entry.container_id.clone(),
-                netns: Some(PathBuf::from(&entry.netns)),
+                netns: (!entry.netns.is_empty()).then(|| PathBuf::from(&entry.netns)),
                 ifname: entry.if_name.clone(),
                 args: entry.cni_args.clone(),
             };
@@ -267,7 +267,8 @@ impl Cni {
     /// Release attachments not in `valid`: cached attachments on the current network that
     /// are not listed get a DEL (and lose their entry), then from CNI 1.1 on every plugin
     /// gets GC with `cni.dev/valid-attachments`. Entries of other networks are left alone:
-    /// the cache directory may be shared with another runtime.
+    /// the cache directory may be shared with another runtime. `valid` must include pods
+    /// whose ADD is still running, or the plugins' GC may release what they are given.
     pub async fn gc(&self, valid: &[AttachmentRef]) -> Result<(), NetworkError> {
         let list = self.load()?;
         let keep: HashSet<&AttachmentRef> = valid.iter().collect();
