@@ -100,17 +100,17 @@ impl CapabilityPlan {
 }
 
 /// Unprivileged: the default set, then `add: ALL`, `drop: ALL`, the named adds, the named
-/// drops (containerd's order). Privileged: every capability up to `last_cap` (the
-/// kernel's highest), ignoring add/drop.
+/// drops (containerd's order). Privileged: everything in `all`, ignoring add/drop. `all`
+/// is what "every capability" means on this node: those the runtime itself holds (see
+/// [`runtime_capabilities`]).
 pub(crate) fn build(
     cri: Option<&CriCapabilities>,
     privileged: bool,
-    last_cap: usize,
+    all: &BTreeSet<usize>,
 ) -> Result<CapabilityPlan, SpecError> {
-    let all: BTreeSet<usize> = (0..ALL.len().min(last_cap + 1)).collect();
     if privileged {
         return Ok(CapabilityPlan {
-            granted: all,
+            granted: all.clone(),
             ambient: BTreeSet::new(),
         });
     }
@@ -119,7 +119,7 @@ pub(crate) fn build(
     let is_all = |n: &String| n.eq_ignore_ascii_case("ALL");
     let mut granted: BTreeSet<usize> = DEFAULT.iter().filter_map(|n| index(n)).collect();
     if cri.add_capabilities.iter().any(is_all) {
-        granted.extend(&all);
+        granted.extend(all);
     }
     if cri.drop_capabilities.iter().any(is_all) {
         granted.clear();
@@ -139,12 +139,29 @@ pub(crate) fn build(
     Ok(CapabilityPlan { granted, ambient })
 }
 
-/// The highest capability number the running kernel knows.
-pub(crate) fn kernel_last_cap() -> usize {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+/// The capabilities this process's bounding set holds (and so can hand to a container it
+/// starts), limited to those the kernel knows; a runtime inside a restricted container
+/// cannot grant more than it has.
+pub(crate) fn runtime_capabilities() -> BTreeSet<usize> {
+    let last_cap: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(ALL.len() - 1)
+        .unwrap_or(ALL.len() - 1);
+    let known = (0..ALL.len().min(last_cap + 1)).collect();
+    match caps::read(None, caps::CapSet::Bounding) {
+        Ok(held) => held
+            .iter()
+            .map(|c| usize::from(c.index()))
+            .filter(|i| *i < ALL.len() && *i <= last_cap)
+            .collect(),
+        Err(_) => known,
+    }
+}
+
+/// Every capability the table knows, for tests and callers that want no host limit.
+#[cfg(test)]
+pub(crate) fn every_capability() -> BTreeSet<usize> {
+    (0..ALL.len()).collect()
 }
 
 fn parse(name: &str) -> Result<usize, SpecError> {
@@ -184,7 +201,7 @@ mod tests {
 
     #[test]
     fn default_set() {
-        let plan = build(None, false, 40).unwrap();
+        let plan = build(None, false, &every_capability()).unwrap();
         assert_eq!(plan.granted.len(), DEFAULT.len());
         assert!(plan.has("NET_BIND_SERVICE") && plan.has("AUDIT_WRITE"));
         assert!(!plan.has("SYS_ADMIN") && !plan.has("NET_ADMIN"));
@@ -199,40 +216,69 @@ mod tests {
                 &["CAP_NET_RAW", "mknod"],
             )),
             false,
-            40,
+            &every_capability(),
         )
         .unwrap();
         assert!(plan.has("NET_ADMIN") && plan.has("SYS_TIME"));
         assert!(!plan.has("NET_RAW") && !plan.has("MKNOD"));
         // drop wins over add of the same capability
-        let plan = build(Some(&caps(&["NET_ADMIN"], &["NET_ADMIN"])), false, 40).unwrap();
+        let plan = build(
+            Some(&caps(&["NET_ADMIN"], &["NET_ADMIN"])),
+            false,
+            &every_capability(),
+        )
+        .unwrap();
         assert!(!plan.has("NET_ADMIN"));
     }
 
     #[test]
     fn all_keyword() {
-        let plan = build(Some(&caps(&[], &["ALL"])), false, 40).unwrap();
+        let plan = build(Some(&caps(&[], &["ALL"])), false, &every_capability()).unwrap();
         assert!(plan.granted.is_empty());
-        let plan = build(Some(&caps(&["NET_BIND_SERVICE"], &["all"])), false, 40).unwrap();
+        let plan = build(
+            Some(&caps(&["NET_BIND_SERVICE"], &["all"])),
+            false,
+            &every_capability(),
+        )
+        .unwrap();
         assert_eq!(names(&plan), ["NET_BIND_SERVICE"]);
-        let plan = build(Some(&caps(&["ALL"], &["SYS_ADMIN"])), false, 40).unwrap();
+        let plan = build(
+            Some(&caps(&["ALL"], &["SYS_ADMIN"])),
+            false,
+            &every_capability(),
+        )
+        .unwrap();
         assert_eq!(plan.granted.len(), 40);
         assert!(!plan.has("SYS_ADMIN") && plan.has("BPF"));
-        // the kernel's range bounds ALL
-        let plan = build(Some(&caps(&["ALL"], &[])), false, 37).unwrap();
+        // what the runtime holds bounds ALL
+        let held: BTreeSet<usize> = (0..=37).collect();
+        let plan = build(Some(&caps(&["ALL"], &[])), false, &held).unwrap();
         assert_eq!(plan.granted.len(), 38);
+        let plan = build(None, true, &held).unwrap();
+        assert_eq!(plan.granted, held);
+    }
+
+    #[test]
+    fn runtime_capabilities_match_this_process() {
+        let held = runtime_capabilities();
+        let bounding = caps::read(None, caps::CapSet::Bounding).unwrap();
+        assert_eq!(
+            held.len(),
+            bounding.iter().filter(|c| c.index() < 41).count()
+        );
+        assert!(held.iter().all(|i| *i < ALL.len()));
     }
 
     #[test]
     fn unknown_names_are_errors() {
-        let err = build(Some(&caps(&["NET_FLY"], &[])), false, 40).unwrap_err();
+        let err = build(Some(&caps(&["NET_FLY"], &[])), false, &every_capability()).unwrap_err();
         assert_eq!(err.to_string(), "unknown capability \"NET_FLY\"");
-        assert!(build(Some(&caps(&[], &["CAP_"])), false, 40).is_err());
+        assert!(build(Some(&caps(&[], &["CAP_"])), false, &every_capability()).is_err());
     }
 
     #[test]
     fn privileged_gets_everything() {
-        let plan = build(Some(&caps(&[], &["ALL"])), true, 40).unwrap();
+        let plan = build(Some(&caps(&[], &["ALL"])), true, &every_capability()).unwrap();
         assert_eq!(plan.granted.len(), 41);
         let oci = plan.to_oci();
         assert!(oci
@@ -247,7 +293,7 @@ mod tests {
     fn ambient_capabilities() {
         let mut cri = caps(&[], &[]);
         cri.add_ambient_capabilities = vec!["NET_ADMIN".into()];
-        let plan = build(Some(&cri), false, 40).unwrap();
+        let plan = build(Some(&cri), false, &every_capability()).unwrap();
         assert!(plan.has("NET_ADMIN"));
         let oci = plan.to_oci();
         assert_eq!(oci.ambient().as_ref().unwrap().len(), 1);

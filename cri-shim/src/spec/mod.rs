@@ -19,7 +19,7 @@ mod user;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
@@ -31,7 +31,8 @@ pub use error::SpecError;
 /// OCI runtime-spec version written into `ociVersion`.
 pub const OCI_VERSION: &str = "1.1.0";
 
-/// Open-file limit (soft and hard) of container processes.
+/// Open-file limit (soft and hard) of container processes, lowered to what the node lets
+/// the runtime grant.
 pub const DEFAULT_NOFILE: u64 = 1 << 20;
 
 /// Annotation: `container` for workload containers.
@@ -137,14 +138,16 @@ pub struct SandboxFiles {
 }
 
 /// Facts about the node that shape the spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct HostFacts {
-    /// Highest capability number the kernel knows.
-    last_cap: usize,
+    /// Capabilities the runtime can grant ("all" for privileged containers and `ALL`).
+    capabilities: BTreeSet<usize>,
     /// The memory controller can limit swap.
     swap_accounting: bool,
     /// Cgroup v2 is mounted at /sys/fs/cgroup (containers then get a cgroup namespace).
     cgroup2: bool,
+    /// RLIMIT_NOFILE given to containers.
+    nofile: u64,
 }
 
 impl HostFacts {
@@ -160,11 +163,30 @@ impl HostFacts {
             Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         };
         Self {
-            last_cap: capabilities::kernel_last_cap(),
+            capabilities: capabilities::runtime_capabilities(),
             swap_accounting,
             cgroup2,
+            nofile: grantable_nofile(),
         }
     }
+}
+
+/// [`DEFAULT_NOFILE`], bounded by the kernel's `fs.nr_open` and by this process's own hard
+/// limit: raising a hard limit can be refused even to root (sandboxed hosts, or no
+/// CAP_SYS_RESOURCE inside another container), and the container would then not start.
+fn grantable_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    let mut limit = DEFAULT_NOFILE;
+    if let Some(nr_open) = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        limit = limit.min(nr_open);
+    }
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        limit = limit.min(hard);
+    }
+    limit
 }
 
 /// Build the complete OCI runtime spec of a container.
@@ -201,7 +223,7 @@ fn build_with(input: &SpecInput<'_>, host: &HostFacts) -> Result<Spec, SpecError
     let caps = capabilities::build(
         sc.and_then(|s| s.capabilities.as_ref()),
         privileged,
-        host.last_cap,
+        &host.capabilities,
     )?;
 
     let mut user = User::default();
@@ -210,8 +232,8 @@ fn build_with(input: &SpecInput<'_>, host: &HostFacts) -> Result<Spec, SpecError
         .set_additional_gids(Some(resolved.additional_gids.clone()));
     let nofile = PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
-        .soft(DEFAULT_NOFILE)
-        .hard(DEFAULT_NOFILE)
+        .soft(host.nofile)
+        .hard(host.nofile)
         .build()
         // Every field is set and the builder has no validator.
         .expect("rlimit builder cannot fail");

@@ -14,11 +14,14 @@ use oci_spec::runtime::{Capability as Cap, LinuxNamespaceType, LinuxSeccompActio
 
 use super::*;
 
-const HOST: HostFacts = HostFacts {
-    last_cap: 40,
-    swap_accounting: true,
-    cgroup2: false,
-};
+fn host() -> HostFacts {
+    HostFacts {
+        capabilities: capabilities::every_capability(),
+        swap_accounting: true,
+        cgroup2: false,
+        nofile: DEFAULT_NOFILE,
+    }
+}
 
 struct Fixture {
     rootfs: tempfile::TempDir,
@@ -137,7 +140,7 @@ impl Fixture {
                 sandbox_files: self.files.clone(),
                 cgroups_path: "/capstan/pod-sb1/c1".into(),
             },
-            &HOST,
+            &host(),
         )
     }
 }
@@ -464,11 +467,201 @@ fn cgroup_namespace_on_cgroup2_hosts() {
     };
     let v2 = HostFacts {
         cgroup2: true,
-        ..HOST
+        ..host()
     };
     let spec = build_with(&input, &v2).unwrap();
     let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
     assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
     // detection on the real host produces a usable spec too
     build(&input).unwrap();
+}
+
+#[test]
+fn nofile_limit_is_grantable() {
+    let nofile = HostFacts::detect().nofile;
+    assert!(nofile > 0 && nofile <= DEFAULT_NOFILE);
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let can_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap();
+    if !can_raise {
+        assert!(nofile <= hard);
+    }
+}
+
+/// Removes the runc container (and so its cgroup) even when the test fails.
+struct RuncContainer {
+    state_root: std::path::PathBuf,
+    id: String,
+}
+
+impl Drop for RuncContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&self.state_root)
+            .args(["delete", "--force", &self.id])
+            .output();
+    }
+}
+
+fn runc_available() -> bool {
+    let runc_present = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ok = runc_present && Path::new("/bin/busybox").exists() && nix::unistd::geteuid().is_root();
+    if !ok {
+        eprintln!("skipping: needs root, runc and /bin/busybox");
+    }
+    ok
+}
+
+/// Build the spec of `f` with `script` as its command over a busybox rootfs, run it with
+/// runc and return its stdout.
+fn run_with_runc(mut f: Fixture, script: &str) -> String {
+    let bundle = tempfile::tempdir().unwrap();
+    let rootfs = bundle.path().join("rootfs");
+    for dir in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id", "grep", "cat", "unshare", "mount", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nweb:x:33:33::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(rootfs.join("etc/group"), "web:x:33:\nlog:x:4:web\n").unwrap();
+    let pod = bundle.path().join("pod");
+    std::fs::create_dir_all(pod.join("shm")).unwrap();
+    std::fs::write(pod.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(pod.join("hostname"), "pod-host\n").unwrap();
+    std::fs::write(pod.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+
+    f.container.command = vec!["/bin/sh".into(), "-c".into(), script.into()];
+    let id = format!(
+        "capstan-spec-test-{}-{}",
+        std::process::id(),
+        bundle.path().file_name().unwrap().to_string_lossy()
+    );
+    let input = SpecInput {
+        container_id: &id,
+        container: &f.container,
+        sandbox: &f.sandbox,
+        sandbox_id: "sb",
+        image: &f.image,
+        image_ref: "busybox",
+        rootfs: &rootfs,
+        namespaces: SandboxNamespaces {
+            network: None,
+            ipc: None,
+            uts: None,
+            pid: PidNamespace::Container,
+        },
+        sandbox_files: SandboxFiles {
+            hosts: Some(pod.join("hosts")),
+            hostname: Some(pod.join("hostname")),
+            resolv_conf: Some(pod.join("resolv.conf")),
+            shm: Some(pod.join("shm")),
+        },
+        cgroups_path: format!("/{id}"),
+    };
+    let spec = build(&input).unwrap();
+    std::fs::write(
+        bundle.path().join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+
+    let state_root = bundle.path().join("runc-state");
+    let _guard = RuncContainer {
+        state_root: state_root.clone(),
+        id: id.clone(),
+    };
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&state_root)
+        .args(["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "runc failed: {stderr}\n{stdout}");
+    stdout
+}
+
+/// The spec is complete enough for runc itself: a busybox shell runs as the image user
+/// under the default seccomp profile, which blocks user namespaces and mounts.
+#[test]
+fn runc_runs_the_generated_spec() {
+    if !runc_available() {
+        return;
+    }
+    let mut f = Fixture::new();
+    f.image = serde_json::from_value(serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "config": {"User": "web"}
+    }))
+    .unwrap();
+    f.sc().seccomp = Some(SecurityProfile {
+        profile_type: ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let stdout = run_with_runc(
+        f,
+        "id -u; id -G; grep '^Seccomp:' /proc/self/status; cat /etc/hostname; \
+         unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-denied; \
+         cat /proc/kcore 2>/dev/null | grep -c . ; echo done",
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "33",
+            "33 4",
+            "Seccomp:\t2",
+            "pod-host",
+            "unshare-denied",
+            "0",
+            "done"
+        ]
+    );
+}
+
+/// A privileged container runs unconfined with every capability and the host's devices.
+#[test]
+fn runc_runs_a_privileged_spec() {
+    if !runc_available() {
+        return;
+    }
+    let mut f = Fixture::new();
+    f.privileged_sandbox();
+    f.sc().privileged = true;
+    f.sc().run_as_user = Some(Int64Value { value: 0 });
+    let stdout = run_with_runc(
+        f,
+        "grep -E '^(Seccomp|CapEff):' /proc/self/status; \
+         mount -t tmpfs none /tmp && echo mount-ok; ls /dev/null >/dev/null && echo dev-ok",
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Every capability the runtime holds (here this test process).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    assert_eq!(lines[0], format!("CapEff:\t{bnd}"));
+    assert_eq!(lines[1..], ["Seccomp:\t0", "mount-ok", "dev-ok"]);
 }

@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn default_caps_deny_dangerous_calls_and_allow_the_rest() {
-        let caps = capabilities::build(None, false, 40).unwrap();
+        let caps = capabilities::build(None, false, &capabilities::every_capability()).unwrap();
         let p = profile(&caps);
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
         for name in [
@@ -209,7 +209,8 @@ mod tests {
             add_capabilities: vec!["SYS_ADMIN".into(), "SYS_TIME".into()],
             ..Default::default()
         };
-        let caps = capabilities::build(Some(&cri), false, 40).unwrap();
+        let caps =
+            capabilities::build(Some(&cri), false, &capabilities::every_capability()).unwrap();
         let p = profile(&caps);
         for name in [
             "mount",

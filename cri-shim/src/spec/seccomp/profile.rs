@@ -227,7 +227,7 @@ mod tests {
     }
 
     fn default_caps() -> CapabilityPlan {
-        capabilities::build(None, false, 40).unwrap()
+        capabilities::build(None, false, &capabilities::every_capability()).unwrap()
     }
 
     #[test]
@@ -305,7 +305,7 @@ mod tests {
                 ..Default::default()
             }),
             false,
-            40,
+            &capabilities::every_capability(),
         )
         .unwrap();
         let p = load(f.path(), &admin).unwrap();
