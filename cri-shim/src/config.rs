@@ -74,9 +74,11 @@ impl RuntimeConfig {
         self.root.join("containers")
     }
 
-    /// Volatile state of one sandbox: its monitor's socket and pinned namespaces.
+    /// Volatile state of one sandbox: its monitor's socket and pinned namespaces. Named by
+    /// an ID prefix (80 bits) so the socket path fits a unix socket address.
     pub fn sandbox_run_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.run_root.join(sandbox_id)
+        let short = sandbox_id.get(..20).unwrap_or(sandbox_id);
+        self.run_root.join(short)
     }
 
     /// Settings for a registry host, or the defaults when it has none.

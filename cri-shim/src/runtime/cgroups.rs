@@ -201,7 +201,10 @@ mod tests {
 
     #[test]
     fn child_paths_are_absolute_and_refuse_climbing() {
-        assert_eq!(child_path("/kubepods/pod1", "abc").unwrap(), "/kubepods/pod1/abc");
+        assert_eq!(
+            child_path("/kubepods/pod1", "abc").unwrap(),
+            "/kubepods/pod1/abc"
+        );
         assert_eq!(child_path("kubepods/", "abc").unwrap(), "/kubepods/abc");
         assert_eq!(child_path("", "abc").unwrap(), "/abc");
         assert!(child_path("/kubepods/../../etc", "x").is_err());
@@ -230,7 +233,10 @@ mod tests {
 
     #[test]
     fn v2_cpu_stat_is_parsed() {
-        assert_eq!(stat_value("usage_usec 1234\nuser_usec 1000\n", "usage_usec"), 1234);
+        assert_eq!(
+            stat_value("usage_usec 1234\nuser_usec 1000\n", "usage_usec"),
+            1234
+        );
         assert_eq!(stat_value("", "usage_usec"), 0);
     }
 }

@@ -37,6 +37,12 @@ pub struct EventHub {
     inner: Arc<Inner>,
 }
 
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EventHub {
     /// A hub with no subscribers.
     pub fn new() -> Self {

@@ -112,7 +112,10 @@ mod tests {
     fn resolv_conf_lists_search_servers_options() {
         let dns = DnsConfig {
             servers: vec!["10.96.0.10".into(), "1.1.1.1".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(
@@ -131,7 +134,9 @@ mod tests {
         };
         files.write("web-0", Some(&dns), false).unwrap();
         assert_eq!(std::fs::read_to_string(&files.hostname).unwrap(), "web-0\n");
-        assert!(std::fs::read_to_string(&files.hosts).unwrap().contains("localhost"));
+        assert!(std::fs::read_to_string(&files.hosts)
+            .unwrap()
+            .contains("localhost"));
         assert_eq!(
             std::fs::read_to_string(&files.resolv_conf).unwrap(),
             "nameserver 10.0.0.10\n"

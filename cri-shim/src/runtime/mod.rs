@@ -60,9 +60,7 @@ impl Runtime {
             containers,
             events: EventHub::new(),
         });
-        runtime
-            .recover(broken_sandboxes, broken_containers)
-            .await;
+        runtime.recover(broken_sandboxes, broken_containers).await;
         Ok(runtime)
     }
 
@@ -85,7 +83,11 @@ impl Runtime {
 
     /// Image IDs used by containers (the image service keeps their snapshots).
     pub fn images_in_use(&self) -> Vec<String> {
-        self.containers.all().into_iter().map(|c| c.image_id).collect()
+        self.containers
+            .all()
+            .into_iter()
+            .map(|c| c.image_id)
+            .collect()
     }
 }
 
@@ -102,7 +104,10 @@ impl Runtime {
     }
 
     /// A lifecycle event as CRI streams it: with the sandbox's and container's statuses.
-    pub fn event_response(&self, event: &events::LifecycleEvent) -> k8s_cri::v1::ContainerEventResponse {
+    pub fn event_response(
+        &self,
+        event: &events::LifecycleEvent,
+    ) -> k8s_cri::v1::ContainerEventResponse {
         let container = self.containers.get(&event.container_id);
         let sandbox = container
             .as_ref()

@@ -11,7 +11,11 @@ use crate::monitor::launch;
 use crate::network::AttachmentRef;
 
 impl Runtime {
-    pub(super) async fn recover(&self, broken_sandboxes: Vec<String>, broken_containers: Vec<String>) {
+    pub(super) async fn recover(
+        &self,
+        broken_sandboxes: Vec<String>,
+        broken_containers: Vec<String>,
+    ) {
         for id in broken_containers {
             tracing::warn!(container = %id, "unreadable container record; removing its files");
             let dir = self.config.container_root().join(&id);
@@ -56,15 +60,20 @@ impl Runtime {
 
     /// Run directories with no sandbox record: a crash between creating one and recording it.
     fn remove_stray_run_dirs(&self) {
-        let known: HashSet<String> = self.sandboxes.all().into_iter().map(|s| s.id).collect();
+        let known: HashSet<std::path::PathBuf> = self
+            .sandboxes
+            .all()
+            .into_iter()
+            .map(|s| s.run_dir)
+            .collect();
         let Ok(names) = fsutil::list_names(&self.config.run_root) else {
             return;
         };
         for name in names {
-            if known.contains(&name) || name == "oci" {
+            let run_dir = self.config.run_root.join(&name);
+            if known.contains(&run_dir) || name == "oci" {
                 continue;
             }
-            let run_dir = self.config.run_root.join(&name);
             tracing::info!(dir = %run_dir.display(), "removing stray sandbox run dir");
             launch::kill(&run_dir);
             let _ = super::files::SandboxFiles::under(&run_dir).unmount_shm();

@@ -70,7 +70,12 @@ pub fn mount_overlay(layout: &Layout, lower: &[PathBuf]) -> io::Result<()> {
         MsFlags::empty(),
         Some(data.as_str()),
     )
-    .map_err(|e| io::Error::other(format!("mounting overlay at {}: {e}", layout.target.display())))
+    .map_err(|e| {
+        io::Error::other(format!(
+            "mounting overlay at {}: {e}",
+            layout.target.display()
+        ))
+    })
 }
 
 /// overlayfs splits its options on `,` and lowerdirs on `:`; both are escaped with `\`.

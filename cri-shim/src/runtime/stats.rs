@@ -71,7 +71,10 @@ impl Runtime {
     }
 
     /// Statistics of the containers matching the filter.
-    pub fn list_container_stats(&self, filter: Option<&ContainerStatsFilter>) -> Vec<ContainerStats> {
+    pub fn list_container_stats(
+        &self,
+        filter: Option<&ContainerStatsFilter>,
+    ) -> Vec<ContainerStats> {
         self.containers
             .all()
             .into_iter()
@@ -79,7 +82,8 @@ impl Runtime {
                 None => true,
                 Some(f) => {
                     (f.id.is_empty() || c.id.starts_with(&f.id))
-                        && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                        && (f.pod_sandbox_id.is_empty()
+                            || c.sandbox_id.starts_with(&f.pod_sandbox_id))
                         && labels_match(&c.config.labels, &f.label_selector)
                 }
             })
@@ -101,7 +105,12 @@ impl Runtime {
             .ok()
             .and_then(|p| cgroups::usage(&p))
             .unwrap_or_default();
-        for c in self.containers.all().into_iter().filter(|c| c.sandbox_id == record.id) {
+        for c in self
+            .containers
+            .all()
+            .into_iter()
+            .filter(|c| c.sandbox_id == record.id)
+        {
             if let Some(u) = cgroups::usage(&c.cgroup_path) {
                 total.cpu_usage_ns += u.cpu_usage_ns;
                 total.memory_usage_bytes += u.memory_usage_bytes;

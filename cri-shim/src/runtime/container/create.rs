@@ -34,7 +34,11 @@ impl Runtime {
         let metadata = config.metadata.clone().ok_or_else(|| {
             RuntimeError::InvalidArgument("container config has no metadata".into())
         })?;
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         let image = self.images.find(&image_name).ok_or_else(|| {
             RuntimeError::NotFound(format!("image {image_name:?} not found: pull it first"))
         })?;
@@ -162,7 +166,11 @@ impl Runtime {
             serde_json::to_vec_pretty(&spec).map_err(|e| RuntimeError::internal("OCI spec", e))?;
         std::fs::write(bundle.join("config.json"), spec_json)
             .map_err(|e| RuntimeError::internal("writing OCI spec", e))?;
-        let resources = record.config.linux.as_ref().and_then(|l| l.resources.as_ref());
+        let resources = record
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref());
         if resources.is_some_and(|r| r.oom_score_adj < 0) {
             tracing::warn!("a negative oom_score_adj may be refused by this kernel; the container then keeps its inherited value");
         }
@@ -170,8 +178,9 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         if let Some(log) = &record.log_path {
             if let Some(parent) = log.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| RuntimeError::internal(format!("creating {}", parent.display()), e))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    RuntimeError::internal(format!("creating {}", parent.display()), e)
+                })?;
             }
         }
         let state_dir = dir.join("state");

@@ -33,7 +33,9 @@ impl Runtime {
             )));
         };
         if cmd.is_empty() {
-            return Err(RuntimeError::InvalidArgument("exec command is empty".into()));
+            return Err(RuntimeError::InvalidArgument(
+                "exec command is empty".into(),
+            ));
         }
         let dir = self.containers.dir_of(id);
         let bundle = dir.join("bundle");
@@ -88,8 +90,11 @@ impl Runtime {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let run = async {
-            let (out, err, status) =
-                tokio::join!(read_bounded(stdout, limit), read_bounded(stderr, limit), child.wait());
+            let (out, err, status) = tokio::join!(
+                read_bounded(stdout, limit),
+                read_bounded(stderr, limit),
+                child.wait()
+            );
             (out, err, status)
         };
         let (stdout, stderr, status) = if timeout > 0 {

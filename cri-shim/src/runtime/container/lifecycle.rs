@@ -18,14 +18,12 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 impl Runtime {
     async fn monitor_of(&self, record: &ContainerRecord) -> Result<MonitorClient, RuntimeError> {
         let sandbox = self.sandbox(&record.sandbox_id)?;
-        MonitorClient::connect(&sandbox.run_dir)
-            .await
-            .map_err(|e| {
-                RuntimeError::FailedPrecondition(format!(
-                    "pod monitor of sandbox {} is not running: {e}",
-                    record.sandbox_id
-                ))
-            })
+        MonitorClient::connect(&sandbox.run_dir).await.map_err(|e| {
+            RuntimeError::FailedPrecondition(format!(
+                "pod monitor of sandbox {} is not running: {e}",
+                record.sandbox_id
+            ))
+        })
     }
 
     /// What the monitor recorded about the container's process.
@@ -43,7 +41,10 @@ impl Runtime {
         let lock = self.containers.lock_of(id);
         let _guard = lock.lock().await;
         let state = self.process_state(id);
-        if record.phase != ContainerPhase::Created || state.started.is_some() || state.exit.is_some() {
+        if record.phase != ContainerPhase::Created
+            || state.started.is_some()
+            || state.exit.is_some()
+        {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "container {id} is not in the created state"
             )));
@@ -61,7 +62,9 @@ impl Runtime {
     /// Stop a container: its stop signal, then SIGKILL after `timeout` seconds.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), RuntimeError> {
         let Some(record) = self.containers.get(id) else {
-            return Err(RuntimeError::NotFound(format!("container {id:?} not found")));
+            return Err(RuntimeError::NotFound(format!(
+                "container {id:?} not found"
+            )));
         };
         let lock = self.containers.lock_of(id);
         let _guard = lock.lock().await;

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    Container, ContainerFilter, ContainerResources, ContainerState, ContainerStatus,
-    ContainerUser, LinuxContainerUser,
+    Container, ContainerFilter, ContainerResources, ContainerState, ContainerStatus, ContainerUser,
+    LinuxContainerUser,
 };
 
 use super::{ContainerPhase, ContainerRecord, ProcessState};
@@ -23,7 +23,10 @@ impl Runtime {
         let mut info = HashMap::new();
         if verbose {
             let spec = std::fs::read_to_string(
-                self.containers.dir_of(id).join("bundle").join("config.json"),
+                self.containers
+                    .dir_of(id)
+                    .join("bundle")
+                    .join("config.json"),
             )
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
@@ -84,7 +87,11 @@ impl Runtime {
 
     /// The user the container runs as, from its OCI spec.
     fn spec_user(&self, id: &str) -> Option<ContainerUser> {
-        let path = self.containers.dir_of(id).join("bundle").join("config.json");
+        let path = self
+            .containers
+            .dir_of(id)
+            .join("bundle")
+            .join("config.json");
         let spec: oci_spec::runtime::Spec =
             serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         let user = spec.process().as_ref()?.user().clone();
@@ -115,7 +122,8 @@ impl Runtime {
                 if !f.id.is_empty() && !record.id.starts_with(&f.id) {
                     continue;
                 }
-                if !f.pod_sandbox_id.is_empty() && !record.sandbox_id.starts_with(&f.pod_sandbox_id) {
+                if !f.pod_sandbox_id.is_empty() && !record.sandbox_id.starts_with(&f.pod_sandbox_id)
+                {
                     continue;
                 }
                 if f.state.as_ref().is_some_and(|s| s.state != state as i32) {
@@ -165,7 +173,12 @@ fn describe(
                 exit.exit_code,
             )
         }
-        (Some(_), None) => (ContainerState::ContainerRunning, String::new(), String::new(), 0),
+        (Some(_), None) => (
+            ContainerState::ContainerRunning,
+            String::new(),
+            String::new(),
+            0,
+        ),
         (None, None) => match &record.start_error {
             Some(e) => (
                 ContainerState::ContainerExited,
@@ -173,7 +186,12 @@ fn describe(
                 e.clone(),
                 128,
             ),
-            None => (ContainerState::ContainerCreated, String::new(), String::new(), 0),
+            None => (
+                ContainerState::ContainerCreated,
+                String::new(),
+                String::new(),
+                0,
+            ),
         },
     }
 }

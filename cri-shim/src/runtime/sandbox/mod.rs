@@ -1,8 +1,8 @@
 //! Pod sandboxes: the record kept per sandbox and the operations on it.
 
-mod view;
 mod run;
 mod stop;
+mod view;
 
 use std::path::PathBuf;
 
@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{proto_base64, Record};
 
-pub use view::labels_match;
 pub(crate) use run::shim_binary;
+pub use view::labels_match;
 
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,15 +45,29 @@ impl Runtime {
             ips: Vec::new(),
             run_dir: self.config.sandbox_run_dir(&id),
         };
+        if !record.runtime_handler.is_empty() && record.pid_mode() == NamespaceMode::Pod {
+            // The monitor is PID 1 of a shared PID namespace, and an external runtime started
+            // from inside it would read the host's /proc with the pod's PIDs.
+            return Err(RuntimeError::InvalidArgument(format!(
+                "a shared PID namespace (shareProcessNamespace) needs the built-in executor, not runtime handler {:?}",
+                record.runtime_handler
+            )));
+        }
         let monitor_config = monitor_config(&record)?;
-        monitor_config.validate().map_err(RuntimeError::InvalidArgument)?;
+        monitor_config
+            .validate()
+            .map_err(RuntimeError::InvalidArgument)?;
         let span = tracing::info_span!("sandbox", pod = %format!("{}/{}", metadata.namespace, metadata.name), uid = %metadata.uid, id = %&id[..12]);
         let lock = self.sandboxes.lock_of(&id);
         let _guard = lock.lock().await;
         self.sandboxes
             .save(&record)
             .map_err(|e| RuntimeError::internal("recording sandbox", e))?;
-        match self.bring_up(record, monitor_config).instrument(span.clone()).await {
+        match self
+            .bring_up(record, monitor_config)
+            .instrument(span.clone())
+            .await
+        {
             Ok(()) => {
                 span.in_scope(|| tracing::info!("sandbox ready"));
                 Ok(id)
@@ -94,7 +108,11 @@ impl Runtime {
             record.config.hostname.clone()
         };
         files
-            .write(&hostname, record.config.dns_config.as_ref(), record.host_network())
+            .write(
+                &hostname,
+                record.config.dns_config.as_ref(),
+                record.host_network(),
+            )
             .map_err(|e| RuntimeError::internal("writing sandbox files", e))?;
         if !record.host_ipc() {
             files
@@ -127,7 +145,11 @@ impl Runtime {
     }
 
     /// The CNI attachment of a sandbox.
-    pub(crate) fn attachment(&self, record: &SandboxRecord, netns: std::path::PathBuf) -> Attachment {
+    pub(crate) fn attachment(
+        &self,
+        record: &SandboxRecord,
+        netns: std::path::PathBuf,
+    ) -> Attachment {
         let (namespace, name, uid) = record.pod_identity();
         Attachment {
             container_id: record.id.clone(),
