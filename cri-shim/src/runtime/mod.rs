@@ -81,13 +81,13 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?} not found")))
     }
 
-    /// Image IDs used by containers (the image service keeps their snapshots).
-    pub fn images_in_use(&self) -> Vec<String> {
+    /// A container using the image, if any (its snapshots are that container's lowerdirs).
+    pub fn container_using(&self, image_id: &str) -> Option<String> {
         self.containers
             .all()
             .into_iter()
-            .map(|c| c.image_id)
-            .collect()
+            .find(|c| c.image_id == image_id)
+            .map(|c| c.id)
     }
 }
 

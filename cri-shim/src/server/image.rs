@@ -20,12 +20,13 @@ use crate::image::ImageService;
 /// Serves CRI ImageService from the image service.
 pub struct Images {
     images: Arc<ImageService>,
+    runtime: Arc<crate::runtime::Runtime>,
 }
 
 impl Images {
-    /// Wrap the image service.
-    pub fn new(images: Arc<ImageService>) -> Self {
-        Self { images }
+    /// Wrap the image service; `runtime` tells which images containers still use.
+    pub fn new(images: Arc<ImageService>, runtime: Arc<crate::runtime::Runtime>) -> Self {
+        Self { images, runtime }
     }
 
     /// The CRI view of a record; user comes from the image config.
@@ -159,6 +160,14 @@ impl CriImageService for Images {
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let name = image_name(request.into_inner().image)?;
+        // Its snapshots are lowerdirs of the containers' mounted rootfs.
+        if let Some(record) = self.images.find(&name) {
+            if let Some(container) = self.runtime.container_using(&record.id.to_string()) {
+                return Err(Status::failed_precondition(format!(
+                    "image {name} is in use by container {container}"
+                )));
+            }
+        }
         let report = self.images.remove(&name).await?;
         tracing::info!(image = %name, blobs = report.blobs, snapshots = report.snapshots, "removed image");
         Ok(Response::new(RemoveImageResponse {}))

@@ -58,12 +58,12 @@ pub async fn serve(
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "CRI server listening");
     tonic::transport::Server::builder()
         .add_service(
-            RuntimeServiceServer::new(runtime::RuntimeApi::new(runtime))
+            RuntimeServiceServer::new(runtime::RuntimeApi::new(runtime.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ImageServiceServer::new(image::Images::new(images.clone()))
+            ImageServiceServer::new(image::Images::new(images.clone(), runtime.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -44,7 +44,10 @@ fn not_served(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
-    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             version: "0.1.0".to_owned(),
             runtime_name: crate::RUNTIME_NAME.to_owned(),
@@ -265,7 +268,9 @@ impl RuntimeService for RuntimeApi {
         let stats = self
             .runtime
             .pod_sandbox_stats(&request.into_inner().pod_sandbox_id)?;
-        Ok(Response::new(PodSandboxStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
@@ -283,7 +288,10 @@ impl RuntimeService for RuntimeApi {
         request: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
         // The pod CIDR is the CNI configuration's business; it is kept for Status only.
-        let network = request.into_inner().runtime_config.and_then(|c| c.network_config);
+        let network = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config);
         if let Some(network) = network {
             tracing::info!(pod_cidr = %network.pod_cidr, "runtime config updated");
             *self
@@ -294,7 +302,10 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
-    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let network = self.runtime.network_ready().await;
         let conditions = vec![
             RuntimeCondition {
