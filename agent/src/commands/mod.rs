@@ -13,6 +13,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cri(args) => cri::run(args).await,
         Command::Image(command) => image::run(command).await,
         Command::Version(args) => version::run(args).await,
-        Command::Shim(_) => anyhow::bail!("`capstan shim` must be dispatched before the async runtime starts"),
+        Command::Shim(_) => {
+            anyhow::bail!("`capstan shim` must be dispatched before the async runtime starts")
+        }
     }
 }

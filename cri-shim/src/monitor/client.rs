@@ -118,9 +118,7 @@ impl MonitorClient {
 
     /// Create a container; returns its init PID (host namespace).
     pub async fn create(&self, container: CreateContainer) -> Result<i32, MonitorError> {
-        let created: Created = self
-            .call(&Request::Create(container), SLOW_TIMEOUT)
-            .await?;
+        let created: Created = self.call(&Request::Create(container), SLOW_TIMEOUT).await?;
         Ok(created.pid)
     }
 
@@ -169,7 +167,8 @@ impl MonitorClient {
 
     /// Turn this client into a stream of container events.
     pub async fn subscribe(self) -> Result<EventStream, MonitorError> {
-        self.call::<Done>(&Request::Subscribe, QUICK_TIMEOUT).await?;
+        self.call::<Done>(&Request::Subscribe, QUICK_TIMEOUT)
+            .await?;
         let connection = self
             .connection
             .into_inner()

@@ -77,7 +77,11 @@ impl SandboxMonitorConfig {
                 return Err(format!("sysctl {name:?}: value must be one line"));
             }
             match sysctl_namespace(name) {
-                None => return Err(format!("sysctl {name:?} is not namespaced: a pod cannot set it")),
+                None => {
+                    return Err(format!(
+                        "sysctl {name:?} is not namespaced: a pod cannot set it"
+                    ))
+                }
                 Some(Namespace::Net) if self.network == NamespaceChoice::Host => {
                     return Err(format!(
                         "sysctl {name:?} needs the pod's own network namespace"
@@ -197,7 +201,13 @@ mod tests {
     fn config_round_trips_as_camel_case_json() {
         let c = config(&[("kernel.sem", "1 2 3 4")]);
         let json = serde_json::to_string(&c).unwrap();
-        assert!(json.contains("\"sandboxId\"") && json.contains("\"pid\":\"pod\""), "{json}");
-        assert_eq!(serde_json::from_str::<SandboxMonitorConfig>(&json).unwrap(), c);
+        assert!(
+            json.contains("\"sandboxId\"") && json.contains("\"pid\":\"pod\""),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<SandboxMonitorConfig>(&json).unwrap(),
+            c
+        );
     }
 }

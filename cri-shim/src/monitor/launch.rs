@@ -74,22 +74,20 @@ async fn spawn_and_wait(config: &SandboxMonitorConfig) -> Result<LaunchedMonitor
         .take()
         .ok_or_else(|| MonitorError::Launch("no stdout pipe".to_owned()))?;
     let mut line = String::new();
-    let read = tokio::time::timeout(
-        READY_TIMEOUT,
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
     if read.is_err() {
         let _ = child.kill().await;
-        return Err(MonitorError::Timeout("waiting for the monitor to report ready"));
+        return Err(MonitorError::Timeout(
+            "waiting for the monitor to report ready",
+        ));
     }
     // The setup process exits right after reporting; the monitor is its orphan.
     let status = child.wait().await.map_err(MonitorError::Connection)?;
     let line = line.trim_end();
     if line == READY_LINE {
-        let pid = read_pid(run_dir).ok_or_else(|| {
-            MonitorError::Launch(format!("reported ready without {PID_FILE}"))
-        })?;
+        let pid = read_pid(run_dir)
+            .ok_or_else(|| MonitorError::Launch(format!("reported ready without {PID_FILE}")))?;
         return Ok(LaunchedMonitor {
             pid,
             run_dir: run_dir.clone(),
@@ -100,7 +98,12 @@ async fn spawn_and_wait(config: &SandboxMonitorConfig) -> Result<LaunchedMonitor
         return Err(MonitorError::Launch(message.to_owned()));
     }
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let tail: String = log_text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+    let tail: String = log_text
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .join(" | ");
     Err(MonitorError::Launch(format!(
         "the monitor exited ({status}) without reporting: {tail}"
     )))
@@ -162,7 +165,8 @@ pub fn cleanup(run_dir: &Path) -> Result<(), MonitorError> {
     if !run_dir.exists() {
         return Ok(());
     }
-    let root = std::fs::canonicalize(run_dir).map_err(|e| MonitorError::io("resolving", run_dir, e))?;
+    let root =
+        std::fs::canonicalize(run_dir).map_err(|e| MonitorError::io("resolving", run_dir, e))?;
     let mut mounts = mounts_below(&root);
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for mount in &mounts {
@@ -200,9 +204,9 @@ fn unescape_octal(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let escape = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b))
-        });
+        let escape = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match escape {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));

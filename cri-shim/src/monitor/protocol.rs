@@ -270,7 +270,10 @@ mod tests {
         });
         let json = serde_json::to_string(&create).unwrap();
         assert!(json.starts_with(r#"{"op":"create","id":"c1""#), "{json}");
-        assert!(json.contains(r#""handler":{"oci":{"path":"/usr/bin/runc""#), "{json}");
+        assert!(
+            json.contains(r#""handler":{"oci":{"path":"/usr/bin/runc""#),
+            "{json}"
+        );
         assert!(json.contains(r#""pidMode":"container""#), "{json}");
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), create);
         let reopen: Request = serde_json::from_str(r#"{"op":"reopenLog","id":"x"}"#).unwrap();

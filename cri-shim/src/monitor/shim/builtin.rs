@@ -55,7 +55,10 @@ pub fn create(
         run_child(request, &stdio, gate_r, report_w);
     };
     drop((gate_r, report_w));
-    let Stdio { parent, child: child_ends } = stdio;
+    let Stdio {
+        parent,
+        child: child_ends,
+    } = stdio;
     drop(child_ends);
     let streams = into_streams(parent)?;
     match wait_report(&report_r, SETUP_TIMEOUT) {

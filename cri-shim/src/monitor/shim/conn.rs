@@ -120,7 +120,9 @@ impl Conn {
     /// Send everything queued, waiting for the client (the monitor is about to exit).
     pub fn flush_blocking(&mut self) {
         let timeout = Some(std::time::Duration::from_secs(2));
-        if self.stream.set_nonblocking(false).is_ok() && self.stream.set_write_timeout(timeout).is_ok() {
+        if self.stream.set_nonblocking(false).is_ok()
+            && self.stream.set_write_timeout(timeout).is_ok()
+        {
             let _ = self.stream.write_all(&self.output);
             self.output.clear();
         }

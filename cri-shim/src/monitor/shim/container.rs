@@ -1,7 +1,7 @@
 //! One container as the monitor holds it: its process, output streams, log and records.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -126,10 +126,9 @@ impl Stdio {
         }
     }
 
-    /// In the forked child: make the container's ends fds 0, 1 and 2.
+    /// In the forked child: make the container's ends fds 0, 1 and 2. The executor makes
+    /// the session and, with a terminal, takes stdin as its controlling terminal.
     pub fn install_in_child(&self) -> Result<(), String> {
-        // A session of its own, so the container is nobody's job-control member.
-        let _ = nix::unistd::setsid();
         match &self.child {
             ChildStdio::Pipes { stdout, stderr } => {
                 let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -138,13 +137,6 @@ impl Stdio {
                 nix::unistd::dup2_stderr(stderr).map_err(|e| format!("stderr: {e}"))?;
             }
             ChildStdio::Tty { slave } => {
-                // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.
-                if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-                    return Err(format!(
-                        "controlling terminal: {}",
-                        std::io::Error::last_os_error()
-                    ));
-                }
                 nix::unistd::dup2_stdin(slave).map_err(|e| format!("stdin: {e}"))?;
                 nix::unistd::dup2_stdout(slave).map_err(|e| format!("stdout: {e}"))?;
                 nix::unistd::dup2_stderr(slave).map_err(|e| format!("stderr: {e}"))?;
@@ -271,11 +263,9 @@ impl Container {
             };
             if stream.pump(&mut self.log, None) {
                 let log = &mut self.log;
-                stream
-                    .splitter
-                    .flush(&mut |kind, partial, content: &[u8]| {
-                        log.write_record(kind, partial, content)
-                    });
+                stream.splitter.flush(&mut |kind, partial, content: &[u8]| {
+                    log.write_record(kind, partial, content)
+                });
             } else {
                 *slot = None;
             }

@@ -19,9 +19,9 @@ use super::container::Container;
 use super::oci;
 use super::process::{oom_killed, PidView};
 use crate::monitor::protocol::{
-    now_nanos, write_record, ContainerState, CreateContainer, Created, Done, EventKind,
-    ExitRecord, Handler, MonitorEvent, ProcessStatus, Request, Response, Started,
-    StartedRecord, EXIT_FILE, STARTED_FILE,
+    now_nanos, write_record, ContainerState, CreateContainer, Created, Done, EventKind, ExitRecord,
+    Handler, MonitorEvent, ProcessStatus, Request, Response, Started, StartedRecord, EXIT_FILE,
+    STARTED_FILE,
 };
 
 /// What a poll entry belongs to, in the order ready entries are served: output first
@@ -120,11 +120,7 @@ impl Monitor {
         sources
             .into_iter()
             .zip(fds.iter())
-            .filter_map(|(source, fd)| {
-                fd.revents()
-                    .filter(|r| !r.is_empty())
-                    .map(|r| (source, r))
-            })
+            .filter_map(|(source, fd)| fd.revents().filter(|r| !r.is_empty()).map(|r| (source, r)))
             .collect()
     }
 
@@ -253,7 +249,9 @@ impl Monitor {
                 Some(gate) => builtin::start(gate),
                 None => Err("the container's gate is gone".to_owned()),
             },
-            Handler::Oci { path, root } => oci::start(path, root, &container.state_dir, id),
+            Handler::Oci { path, root } => {
+                oci::start(path, root, &container.state_dir, id, &self.pids)
+            }
         };
         if let Err(message) = started {
             if container.handler == Handler::Builtin {
@@ -304,18 +302,15 @@ impl Monitor {
             ProcessStatus::Created => {
                 let pid = Pid::from_raw(self.containers[index].pid);
                 let _ = kill(pid, Signal::SIGKILL);
-                let status = builtin::reap(pid).unwrap_or(WaitStatus::Signaled(
-                    pid,
-                    Signal::SIGKILL,
-                    false,
-                ));
+                let status =
+                    builtin::reap(pid).unwrap_or(WaitStatus::Signaled(pid, Signal::SIGKILL, false));
                 self.finalize(index, status);
             }
             ProcessStatus::Exited => {}
         }
         let container = self.containers.remove(index);
         if let Handler::Oci { path, root } = &container.handler {
-            if let Err(e) = oci::delete(path, root, &container.state_dir, id) {
+            if let Err(e) = oci::delete(path, root, &container.state_dir, id, &self.pids) {
                 eprintln!("capstan shim: deleting {id}: {e}");
             }
         }
@@ -398,7 +393,7 @@ impl Monitor {
         }
         for container in &self.containers {
             if let Handler::Oci { path, root } = &container.handler {
-                let _ = oci::delete(path, root, &container.state_dir, &container.id);
+                let _ = oci::delete(path, root, &container.state_dir, &container.id, &self.pids);
             }
         }
         self.reap_children();

@@ -299,7 +299,9 @@ mod tests {
         std::fs::rename(&path, dir.path().join("c.log.1")).unwrap();
         log.reopen().unwrap();
         log.write_record(StreamKind::Stdout, false, b"after");
-        assert!(std::fs::read_to_string(&path).unwrap().ends_with("stdout F after\n"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with("stdout F after\n"));
         assert!(LogFile::open(None).unwrap().reopen().is_err());
     }
 }

@@ -49,11 +49,9 @@ pub fn start(config_path: &Path) -> i32 {
         Ok(ForkResult::Child) => daemon(prepared),
         Ok(ForkResult::Parent { child }) => {
             let pid_file = run_dir.join(PID_FILE);
-            if let Err(e) = crate::monitor::protocol::write_record(
-                &run_dir,
-                PID_FILE,
-                &child.as_raw(),
-            ) {
+            if let Err(e) =
+                crate::monitor::protocol::write_record(&run_dir, PID_FILE, &child.as_raw())
+            {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 crate::monitor::launch::release(&run_dir);
                 report(&format!(
@@ -84,9 +82,9 @@ pub fn exec(init_pid: i32, bundle: &Path, process: &Path) -> ! {
 /// Best-effort removal of what a failed setup may have made, when the config names a
 /// run directory.
 fn undo(config_path: &Path) {
-    let config = std::fs::read(config_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<crate::monitor::config::SandboxMonitorConfig>(&b).ok());
+    let config = std::fs::read(config_path).ok().and_then(|b| {
+        serde_json::from_slice::<crate::monitor::config::SandboxMonitorConfig>(&b).ok()
+    });
     if let Some(config) = config {
         crate::monitor::launch::release(&config.run_dir);
     }
@@ -102,7 +100,10 @@ fn report(line: &str) {
 fn daemon(prepared: setup::Prepared) -> ! {
     match detach() {
         Ok(signals) => {
-            let socket = prepared.config.run_dir.join(crate::monitor::config::SOCKET_FILE);
+            let socket = prepared
+                .config
+                .run_dir
+                .join(crate::monitor::config::SOCKET_FILE);
             match event_loop::Monitor::new(prepared.listener, signals, socket) {
                 Ok(monitor) => monitor.run(),
                 Err(e) => eprintln!("capstan shim: {e}"),

@@ -2,8 +2,12 @@
 //! stdio pipes (runc hands them to the container); the container's init is reparented to
 //! the monitor (a subreaper) when `create` exits.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio as ProcessStdio};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::CloneFlags;
 
 use super::container::{into_streams, spec_cgroup, ChildStdio, Container, Stdio};
 use super::logs::LogFile;
@@ -34,7 +38,7 @@ pub fn create(
     };
     let pid_file = request.state_dir.join(PID_FILE);
     let _ = std::fs::remove_file(&pid_file);
-    let status = runtime_command(runtime, root, &request.state_dir)
+    let status = runtime_command(runtime, root, &request.state_dir, pids)
         .arg("create")
         .arg("--bundle")
         .arg(&request.bundle)
@@ -86,22 +90,49 @@ pub fn create(
 }
 
 /// `<runtime> start <id>`.
-pub fn start(runtime: &Path, root: &Path, state_dir: &Path, id: &str) -> Result<(), String> {
-    run(runtime_command(runtime, root, state_dir).arg("start").arg(id), "start")
+pub fn start(
+    runtime: &Path,
+    root: &Path,
+    state_dir: &Path,
+    id: &str,
+    pids: &PidView,
+) -> Result<(), String> {
+    run(
+        runtime_command(runtime, root, state_dir, pids)
+            .arg("start")
+            .arg(id),
+        "start",
+    )
 }
 
 /// `<runtime> delete --force <id>`: the runtime's state and cgroup go.
-pub fn delete(runtime: &Path, root: &Path, state_dir: &Path, id: &str) -> Result<(), String> {
+pub fn delete(
+    runtime: &Path,
+    root: &Path,
+    state_dir: &Path,
+    id: &str,
+    pids: &PidView,
+) -> Result<(), String> {
     run(
-        runtime_command(runtime, root, state_dir)
+        runtime_command(runtime, root, state_dir, pids)
             .args(["delete", "--force"])
             .arg(id),
         "delete",
     )
 }
 
-fn runtime_command(runtime: &Path, root: &Path, state_dir: &Path) -> Command {
+/// The runtime with its root and log. When the monitor is PID 1 of the pod's namespace
+/// the runtime runs with a `/proc` of that namespace (in a mount namespace of its own),
+/// since it looks its processes up there by the PIDs it sees.
+fn runtime_command(runtime: &Path, root: &Path, state_dir: &Path, pids: &PidView) -> Command {
     let mut command = Command::new(runtime);
+    if pids.nested() {
+        // SAFETY: runs in the forked child before exec; the monitor is single-threaded, so
+        // the child may allocate, and it only makes syscalls.
+        unsafe {
+            command.pre_exec(|| own_proc().map_err(std::io::Error::from));
+        }
+    }
     command
         .arg("--root")
         .arg(root)
@@ -109,6 +140,26 @@ fn runtime_command(runtime: &Path, root: &Path, state_dir: &Path) -> Command {
         .arg(state_dir.join(RUNTIME_LOG))
         .args(["--log-format", "json"]);
     command
+}
+
+/// A private mount namespace whose `/proc` shows the caller's PID namespace.
+fn own_proc() -> nix::Result<()> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
+    // Nothing mounted here may reach the host's mount namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
 }
 
 fn run(command: &mut Command, what: &str) -> Result<(), String> {
@@ -126,4 +177,3 @@ fn run(command: &mut Command, what: &str) -> Result<(), String> {
         ))
     }
 }
-

@@ -29,16 +29,19 @@ impl PidView {
         Self { host_self, level }
     }
 
+    /// Whether the monitor's PID namespace is not the host's (it is the pod's PID 1).
+    pub fn nested(&self) -> bool {
+        self.level > 0
+    }
+
     /// The host PID of the monitor's child `pid` (a PID in the monitor's namespace).
     pub fn host_pid(&self, pid: i32) -> i32 {
         if self.level == 0 {
             return pid;
         }
-        let children = std::fs::read_to_string(format!(
-            "/proc/{0}/task/{0}/children",
-            self.host_self
-        ))
-        .unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.host_self))
+                .unwrap_or_default();
         children
             .split_whitespace()
             .filter_map(|c| c.parse::<i32>().ok())
@@ -123,7 +126,10 @@ pub fn reset_child_signals() {
 /// Close every descriptor from 3 up except `keep` (in a forked child, so the container
 /// holds nothing of the monitor's: sockets, other containers' pipes).
 pub fn close_fds_except(keep: &[i32]) {
-    let mut keep: Vec<u32> = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
     keep.sort_unstable();
     let mut first = 3u32;
     for fd in keep.into_iter().filter(|&fd| fd >= 3) {
