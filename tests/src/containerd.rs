@@ -1,5 +1,5 @@
 //! Debian's containerd as a peer: a private instance with its own root, state and socket,
-//! driven with `ctr`.
+//! driven with `ctr`, or over CRI (images only, or pods with [`Containerd::start_pods`]).
 
 use std::fs::{self, File};
 use std::os::unix::net::UnixStream;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cleanup::TempRoot;
+use crate::pods::{procs, PodNetwork};
 
 /// The containerd daemon binary.
 pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
@@ -18,6 +19,8 @@ pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
 pub struct Containerd {
     dir: TempRoot,
     child: Option<Child>,
+    /// Started with [`Containerd::start_pods`]: shims may outlive the daemon.
+    pods: bool,
 }
 
 impl Containerd {
@@ -38,6 +41,49 @@ impl Containerd {
             ));
         }
         Self::spawn(&plugins)
+    }
+
+    /// Start containerd with its CRI plugin set up to run pods: CNI from `cni`'s conf dir
+    /// and its first plugin dir, `sandbox_image` as the pause image, and `plain_http`
+    /// registries (host:port) reached over plain HTTP. Debian's containerd 1.6 with runc
+    /// fails to start containers here unless `restrict_oom_score_adj` is set.
+    pub fn start_pods(
+        plain_http: &[String],
+        cni: &PodNetwork,
+        sandbox_image: &str,
+    ) -> Result<Self> {
+        let bin_dir = cni
+            .bin_dirs()
+            .first()
+            .context("the pod network has no plugin directory")?;
+        let mut plugins = format!(
+            "[plugins.\"io.containerd.grpc.v1.cri\"]\n  restrict_oom_score_adj = true\n  sandbox_image = {image}\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {bin}\n  conf_dir = {conf}\n  max_conf_num = 1\n",
+            image = toml_string(sandbox_image),
+            bin = toml_string(&bin_dir.to_string_lossy()),
+            conf = toml_string(&cni.conf_dir().to_string_lossy()),
+        );
+        for host in plain_http {
+            plugins.push_str(&format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n  endpoint = [\"http://{host}\"]\n"
+            ));
+        }
+        let mut containerd = Self::spawn(&plugins)?;
+        containerd.pods = true;
+        Ok(containerd)
+    }
+
+    /// Pid of the containerd daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Pids of the shims serving this instance's containers (they name its socket).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        let socket = self.socket().to_string_lossy().into_owned();
+        procs::find(|cmdline| {
+            cmdline.contains("containerd-shim") && cmdline.split(' ').any(|arg| arg == socket)
+        })
     }
 
     fn spawn(plugins: &str) -> Result<Self> {
@@ -67,6 +113,7 @@ impl Containerd {
         let mut containerd = Self {
             dir,
             child: Some(child),
+            pods: false,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(containerd.socket()).is_err() {
@@ -122,9 +169,21 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Shims detach from the daemon; pods a test failed to remove keep theirs alive.
+        let shims = if self.pods {
+            self.shim_pids()
+        } else {
+            Vec::new()
+        };
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for pid in shims {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
         // Snapshots may still be mounted if a test failed midway.
         let _ = Command::new("umount")
@@ -134,4 +193,10 @@ impl Drop for Containerd {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// `value` as a TOML basic string.
+fn toml_string(value: &str) -> String {
+    // JSON string escapes are valid TOML basic-string escapes.
+    serde_json::to_string(value).unwrap_or_default()
 }

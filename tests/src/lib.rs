@@ -3,7 +3,8 @@
 //! locating built binaries.
 //!
 //! Modules: [`names`], [`cleanup`], [`registry`], [`image`] (with [`image::catalog`] and [`image::hostile`]),
-//! [`push`], [`corrupt`], [`faults`], [`archive`], [`binaries`], [`http`].
+//! [`push`], [`corrupt`], [`faults`], [`archive`], [`binaries`], [`http`]; pods over CRI: [`pods`] (network,
+//! per-test state, images) and [`cri_driver`] (a blocking kubelet-like client).
 //!
 //! ```no_run
 //! use tests::image::{catalog, ManifestKind};
@@ -32,12 +33,14 @@ pub mod cleanup;
 pub mod cni;
 pub mod containerd;
 pub mod corrupt;
+pub mod cri_driver;
 pub mod faults;
 pub mod http;
 pub mod image;
 pub mod names;
 pub mod netns;
 pub mod podnet;
+pub mod pods;
 pub mod push;
 pub mod registry;
 pub mod token_service;
