@@ -49,9 +49,8 @@ impl Conn {
                     self.closed = true;
                     break;
                 }
-                Ok(n) if self.subscriber => {
-                    let _ = n;
-                }
+                // A subscriber only listens; what it sends is dropped.
+                Ok(_) if self.subscriber => {}
                 Ok(n) => {
                     self.input.extend_from_slice(&buf[..n]);
                     if self.input.len() > MAX_REQUEST_BYTES && !self.input.contains(&b'\n') {

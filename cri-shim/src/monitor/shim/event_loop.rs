@@ -17,7 +17,7 @@ use super::builtin;
 use super::conn::Conn;
 use super::container::Container;
 use super::oci;
-use super::process::{oom_killed, PidView};
+use super::process::{oom_killed, release_memory, PidView};
 use crate::monitor::protocol::{
     now_nanos, write_record, ContainerState, CreateContainer, Created, Done, EventKind, ExitRecord,
     Handler, MonitorEvent, ProcessStatus, Request, Response, Started, StartedRecord, EXIT_FILE,
@@ -68,6 +68,7 @@ impl Monitor {
 
     /// Serve until shut down.
     pub fn run(mut self) -> ! {
+        release_memory();
         loop {
             let mut ready = self.wait();
             ready.sort_unstable_by_key(|(source, _)| *source);
@@ -83,7 +84,11 @@ impl Monitor {
                     Source::Listener => self.accept(),
                 }
             }
-            self.conns.retain(|c| !c.closed);
+            if self.conns.iter().any(|c| c.closed) {
+                self.conns.retain(|c| !c.closed);
+                // A finished exchange leaves freed buffers behind.
+                release_memory();
+            }
         }
     }
 

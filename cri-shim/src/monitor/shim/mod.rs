@@ -100,6 +100,8 @@ fn report(line: &str) {
 fn daemon(prepared: setup::Prepared) -> ! {
     match detach() {
         Ok(signals) => {
+            // From the shallowest frame: the setup's deep stack pages go.
+            process::release_memory();
             let socket = prepared
                 .config
                 .run_dir
