@@ -111,23 +111,29 @@ impl CapstanCri {
         };
         let yaml = config.render(&cri.root(), &cri.socket());
         fs::write(cri.config_path(), yaml)?;
-        cri.spawn(&[])?;
+        cri.spawn(&[], &[])?;
         Ok(cri)
     }
 
     /// Start again on the same state (after `kill` or `stop`).
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        self.spawn(&[])
+        self.spawn(&[], &[])
     }
 
     /// Start with extra command-line flags (e.g. `--log-format json`).
     pub fn restart_with(&mut self, flags: &[&str]) -> Result<()> {
         self.stop();
-        self.spawn(flags)
+        self.spawn(flags, &[])
     }
 
-    fn spawn(&mut self, flags: &[&str]) -> Result<()> {
+    /// Start again with extra environment variables (e.g. `CAPSTAN_CRASH_AT`).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.stop();
+        self.spawn(&[], env)
+    }
+
+    fn spawn(&mut self, flags: &[&str], env: &[(&str, &str)]) -> Result<()> {
         self.starts += 1;
         let log = File::create(self.log_path())?;
         let child = Command::new(capstan_bin()?)
@@ -136,6 +142,7 @@ impl CapstanCri {
             .arg("--config")
             .arg(self.config_path())
             .env("CAPSTAN_LOG", "info,cri_shim=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

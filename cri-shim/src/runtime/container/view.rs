@@ -158,7 +158,11 @@ fn describe(
 ) -> (ContainerState, String, String, i32) {
     match (&state.started, &state.exit) {
         (_, Some(exit)) => {
-            let reason = if exit.oom_killed {
+            // A failed start can leave an exit record too (the executor exits 127);
+            // the start error is still what happened.
+            let reason = if record.start_error.is_some() {
+                "StartError"
+            } else if exit.oom_killed {
                 "OOMKilled"
             } else if exit.exit_code == 0 {
                 "Completed"
