@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ struct EventLog {
     states: Mutex<HashMap<String, ContainerState>>,
     changed: Notify,
     ended: Mutex<Option<String>>,
+    /// Whether the fallback to polling was reported (once is enough).
+    fallback_reported: AtomicBool,
 }
 
 impl EventLog {
@@ -297,8 +300,12 @@ impl CriDriver {
                     "container {id} exited instead of running: {}",
                     self.describe(id)
                 ),
-                // The stream broke: fall back to polling rather than fail the wait.
-                Err(why) => eprintln!("cri driver: {why}; polling container status"),
+                // The stream broke (a runtime restart, say): poll rather than fail the wait.
+                Err(why) => {
+                    if !log.fallback_reported.swap(true, Ordering::Relaxed) {
+                        eprintln!("cri driver: {why}; polling container status from now on");
+                    }
+                }
             }
         }
         loop {

@@ -9,6 +9,7 @@ use anyhow::{ensure, Result};
 use tests::binaries::require_root;
 use tests::containerd::Containerd;
 use tests::cri_driver::CriDriver;
+use tests::podnet::Impl;
 use tests::pods::{PodEnv, PodImages, PodNetwork, ENV_LABEL};
 
 #[test]
@@ -92,5 +93,19 @@ fn pod_network_conflist_names_unique_resources() -> Result<()> {
     assert!(a.contains(&format!("{host}7")));
     assert!(!a.contains(&format!("{host}0")) && !a.contains(&format!("{host}255")));
     assert!(!a.contains(&format!("{}7", b.subnet().trim_end_matches("0/24"))));
+    assert_eq!(
+        conflist["plugins"][0]["ipam"]["ranges"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let dual = PodNetwork::new(Impl::Reference, true)?;
+    let v6 = dual
+        .subnet_v6()
+        .expect("a dual-stack network has an IPv6 subnet");
+    let ipam = &dual.conflist()["plugins"][0]["ipam"];
+    assert_eq!(ipam["ranges"][1][0]["subnet"], v6);
+    assert_eq!(ipam["routes"][1]["dst"], "::/0");
     Ok(())
 }
