@@ -1,0 +1,11 @@
+//! The kubelet part of the agent: pod sources, per-pod workers over CRI, volumes, probes,
+//! pod status and the local API the `capstan pods/logs/exec` commands talk to.
+
+pub mod config;
+pub mod convert;
+pub mod local_api;
+pub mod logs;
+pub mod probe;
+pub mod source;
+pub mod volumes;
+pub mod worker;

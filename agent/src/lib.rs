@@ -1,0 +1,3 @@
+//! The Capstan node agent as a library: the kubelet part, used by the `capstan` binary.
+
+pub mod kubelet;
