@@ -253,7 +253,7 @@ impl Decimal {
 
     fn times_1024(&mut self) {
         while self.mantissa >= MANTISSA_LIMIT {
-            self.inexact |= self.mantissa % 10 != 0;
+            self.inexact |= !self.mantissa.is_multiple_of(10);
             self.mantissa /= 10;
             self.exponent += 1;
         }
@@ -278,7 +278,7 @@ impl Decimal {
                 .and_then(|e| 10u128.checked_pow(e))
             {
                 Some(p) => {
-                    let rounds_up = self.mantissa % p != 0 || self.inexact;
+                    let rounds_up = !self.mantissa.is_multiple_of(p) || self.inexact;
                     self.mantissa / p + u128::from(rounds_up)
                 }
                 // A divisor beyond u128 exceeds the mantissa: a positive sub-nano value.
