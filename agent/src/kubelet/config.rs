@@ -1,6 +1,7 @@
 //! The `kubelet:` section of the config file: KubeletConfiguration fields Capstan honours.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -28,8 +29,53 @@ pub struct KubeletConfig {
     pub cluster_domain: String,
     /// Resolver config pods with dnsPolicy Default (and standalone ClusterFirst) inherit.
     pub resolv_conf: PathBuf,
-    /// Image pulled for the sandbox by runtimes that need one (containerd).
-    pub pod_infra_container_image: Option<String>,
+    /// Crash-loop back-off (KubeletConfiguration `crashLoopBackOff`).
+    pub crash_loop_back_off: CrashLoopBackOff,
+}
+
+/// KubeletConfiguration `crashLoopBackOff`: the cap of the restart back-off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrashLoopBackOff {
+    /// Largest delay between restarts, as a Go duration (`300s`, `5m`, `1s`); default 5m.
+    pub max_container_restart_period: Option<String>,
+}
+
+impl CrashLoopBackOff {
+    /// The cap (5 minutes unless configured; an unparsable value is refused at load).
+    pub fn max(&self) -> Duration {
+        self.max_container_restart_period
+            .as_deref()
+            .and_then(|text| parse_go_duration(text).ok())
+            .unwrap_or(Duration::from_secs(300))
+    }
+}
+
+/// A Go duration string of whole units: `1h`, `5m`, `30s`, `500ms`, or combinations.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration".to_owned());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => Duration::from_secs(3600),
+            "m" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
+        };
+        total = total.saturating_add(unit.saturating_mul(u32::try_from(number).unwrap_or(u32::MAX)));
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 impl Default for KubeletConfig {
@@ -45,7 +91,49 @@ impl Default for KubeletConfig {
             cluster_dns: Vec::new(),
             cluster_domain: "cluster.local".to_owned(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
-            pod_infra_container_image: None,
+            crash_loop_back_off: CrashLoopBackOff::default(),
         }
+    }
+}
+
+impl KubeletConfig {
+    /// Refuse settings that parse but cannot be used.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(text) = &self.crash_loop_back_off.max_container_restart_period {
+            let max = parse_go_duration(text)
+                .map_err(|e| format!("kubelet.crashLoopBackOff.maxContainerRestartPeriod: {e}"))?;
+            if max < Duration::from_secs(1) {
+                return Err(
+                    "kubelet.crashLoopBackOff.maxContainerRestartPeriod: must be at least 1s"
+                        .to_owned(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_and_garbage_is_refused() {
+        assert_eq!(parse_go_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_go_duration("5 minutes").is_err());
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("s").is_err());
+    }
+
+    #[test]
+    fn a_too_short_back_off_cap_is_refused() {
+        let mut config = KubeletConfig::default();
+        assert!(config.validate().is_ok());
+        config.crash_loop_back_off.max_container_restart_period = Some("10ms".to_owned());
+        assert!(config.validate().unwrap_err().contains("at least 1s"));
+        config.crash_loop_back_off.max_container_restart_period = Some("1s".to_owned());
+        assert_eq!(config.crash_loop_back_off.max(), Duration::from_secs(1));
     }
 }

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod local_api;
 pub mod logs;
 pub mod probe;
+pub mod runtime;
 pub mod source;
 pub mod volumes;
-pub mod worker;
+// pub mod worker; (wired in once its dependencies land)
