@@ -1,0 +1,1 @@
+//! Root tests of the volume manager through its public API.
