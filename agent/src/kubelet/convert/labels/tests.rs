@@ -77,8 +77,8 @@ fn container_annotations_as_the_kubelet_writes_them() {
         Some(r#"{"exec":{"command":["sleep","1"]}}"#)
     );
     assert_eq!(
-        get(CONTAINER_HASH_ANNOTATION).map(str::len).unwrap_or(0) > 0,
-        true
+        get(CONTAINER_HASH_ANNOTATION),
+        Some(container_hash(first(&pod)).as_str())
     );
 }
 
