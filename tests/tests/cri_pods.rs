@@ -6,47 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::ContainerState;
-use tests::binaries::require_root;
-use tests::capstan::{CapstanCri, CriConfig};
-use tests::cri_driver::CriDriver;
-use tests::pods::{container_config, PodEnv, PodImages, PodNetwork, ENV_LABEL};
-
-/// A running `capstan cri` with pods on a reference-plugin network.
-struct Node {
-    images: PodImages,
-    net: PodNetwork,
-    env: PodEnv,
-    cri: CapstanCri,
-}
-
-impl Node {
-    fn start() -> Result<Self> {
-        require_root()?;
-        let images = PodImages::start()?;
-        let net = PodNetwork::reference()?;
-        let env = PodEnv::new()?;
-        let config = env
-            .capstan_config(&net, CriConfig::default().registry(images.registry()))
-            .line("runtimeHandlers:\n  runc:\n    path: /usr/bin/runc");
-        let cri = CapstanCri::start(&config)?;
-        let node = Self {
-            images,
-            net,
-            env,
-            cri,
-        };
-        node.driver(None)?.pull_image(node.images.busybox())?;
-        Ok(node)
-    }
-
-    fn driver(&self, handler: Option<&str>) -> Result<CriDriver> {
-        let driver = CriDriver::connect(&self.cri.socket())?;
-        Ok(match handler {
-            Some(h) => driver.with_runtime_handler(h),
-            None => driver,
-        })
-    }
-}
+use tests::pods::{container_config, Node, ENV_LABEL};
 
 fn pod_lifecycle(handler: Option<&str>) -> Result<()> {
     let node = Node::start()?;

@@ -88,10 +88,13 @@ impl Pod {
         let cgroup = format!("{}/{id}", self.cgroup_parent);
         let resources = opts
             .memory_limit
-            .map(|limit| k8s_cri::v1::LinuxContainerResources {
-                memory_limit_in_bytes: limit,
-                ..Default::default()
-            });
+            .map(|limit| {
+                cri_shim::spec::container_resources(&k8s_cri::v1::LinuxContainerResources {
+                    memory_limit_in_bytes: limit,
+                    ..Default::default()
+                })
+            })
+            .transpose()?;
         cgroups::create(&cgroup, resources.as_ref())?;
         self.cgroups.push(cgroup.clone());
         let mut spec = self.spec_template.clone();

@@ -42,8 +42,13 @@ pub fn setup(
     terminal: bool,
 ) -> Result<()> {
     if dev_is_tmpfs(mounts) {
+        // A spec device on a default node's path replaces it (privileged containers list
+        // the host's /dev/tty, for one): binding first would leave a busy mount point.
         for name in DEFAULT_DEVICES {
-            bind_host_node(root, &Path::new("/dev").join(name))?;
+            let path = Path::new("/dev").join(name);
+            if !devices.iter().any(|d| d.path() == &path) {
+                bind_host_node(root, &path)?;
+            }
         }
         let dev = resolve::open(root, Path::new("dev")).sys(|| "opening /dev")?;
         for (name, target) in DEFAULT_SYMLINKS {

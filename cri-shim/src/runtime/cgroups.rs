@@ -6,7 +6,7 @@ use cgroups_rs::fs::cpuacct::CpuAcctController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::{Cgroup, HugePageResource, MaxValue, Resources};
-use k8s_cri::v1::LinuxContainerResources;
+use oci_spec::runtime::LinuxResources;
 
 /// A cgroup operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +47,9 @@ pub fn is_v2() -> bool {
     hierarchies::is_cgroup2_unified_mode()
 }
 
-/// Create the cgroup (and missing parents) with the given limits.
-pub fn create(path: &str, resources: Option<&LinuxContainerResources>) -> Result<(), CgroupError> {
+/// Create the cgroup (and missing parents) with the given limits (a container spec's
+/// `linux.resources`; device rules are the executor's).
+pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
     let cgroup = Cgroup::new(hierarchies::auto(), path.trim_start_matches('/'))
         .map_err(|e| error(path, format!("creating: {e}")))?;
     if let Some(resources) = resources {
@@ -58,7 +59,7 @@ pub fn create(path: &str, resources: Option<&LinuxContainerResources>) -> Result
 }
 
 /// Change the limits of an existing cgroup.
-pub fn update(path: &str, resources: &LinuxContainerResources) -> Result<(), CgroupError> {
+pub fn update(path: &str, resources: &LinuxResources) -> Result<(), CgroupError> {
     let cgroup = load(path);
     if !cgroup.exists() {
         return Err(error(path, "does not exist"));
@@ -66,36 +67,93 @@ pub fn update(path: &str, resources: &LinuxContainerResources) -> Result<(), Cgr
     apply(&cgroup, path, resources)
 }
 
-fn apply(
-    cgroup: &Cgroup,
-    path: &str,
-    resources: &LinuxContainerResources,
-) -> Result<(), CgroupError> {
+fn apply(cgroup: &Cgroup, path: &str, resources: &LinuxResources) -> Result<(), CgroupError> {
     cgroup
         .apply(&to_resources(resources))
-        .map_err(|e| error(path, format!("setting limits: {e}")))
+        .map_err(|e| error(path, format!("setting limits: {e}")))?;
+    if let Some(memory) = resources.memory() {
+        set_memory(cgroup, path, memory.limit(), memory.swap())?;
+    }
+    Ok(())
 }
 
-/// CRI resources in cgroups-rs terms; zero means "not set", as in CRI.
-fn to_resources(cri: &LinuxContainerResources) -> Resources {
+/// Memory and memory+swap limits (OCI counts swap as memory + swap, -1 unlimited). cgroups-rs
+/// drops write errors and writes the limit first, so raising both on v1 would fail: the
+/// kernel keeps `memory.limit_in_bytes` ≤ `memory.memsw.limit_in_bytes` at every step.
+/// The order is runc's: swap first when it grows past the current limit.
+fn set_memory(
+    cgroup: &Cgroup,
+    path: &str,
+    limit: Option<i64>,
+    swap: Option<i64>,
+) -> Result<(), CgroupError> {
+    let Some(memory) = cgroup.controller_of::<MemController>() else {
+        return match (limit, swap) {
+            (None, None) => Ok(()),
+            _ => Err(error(path, "no memory controller")),
+        };
+    };
+    let set_limit = |v: i64| {
+        memory
+            .set_limit(v)
+            .map_err(|e| error(path, format!("setting the memory limit to {v}: {e}")))
+    };
+    let set_swap = |v: i64| {
+        memory
+            .set_memswap_limit(v)
+            .map_err(|e| error(path, format!("setting the swap limit to {v}: {e}")))
+    };
+    if is_v2() {
+        // v2 limits swap alone: memory.swap.max = (memory + swap) - memory.
+        if let Some(limit) = limit {
+            set_limit(limit)?;
+        }
+        if let Some(swap) = swap {
+            let swap_only = match (swap, limit) {
+                (-1, _) | (_, None | Some(-1)) => -1,
+                (total, Some(limit)) => total.saturating_sub(limit).max(0),
+            };
+            set_swap(swap_only)?;
+        }
+        return Ok(());
+    }
+    match (limit, swap) {
+        (Some(limit), Some(swap)) => {
+            let current = memory.memory_stat().limit_in_bytes;
+            if swap == -1 || current < swap {
+                set_swap(swap)?;
+                set_limit(limit)
+            } else {
+                set_limit(limit)?;
+                set_swap(swap)
+            }
+        }
+        (Some(limit), None) => set_limit(limit),
+        (None, Some(swap)) => set_swap(swap),
+        (None, None) => Ok(()),
+    }
+}
+
+/// OCI resources in cgroups-rs terms, memory aside (see [`set_memory`]).
+fn to_resources(oci: &LinuxResources) -> Resources {
     let mut resources = Resources::default();
-    let positive = |v: i64| (v > 0).then_some(v);
-    resources.cpu.shares = (cri.cpu_shares > 0).then_some(cri.cpu_shares as u64);
-    resources.cpu.quota = positive(cri.cpu_quota);
-    resources.cpu.period = (cri.cpu_period > 0).then_some(cri.cpu_period as u64);
-    resources.cpu.cpus = Some(cri.cpuset_cpus.clone()).filter(|s| !s.is_empty());
-    resources.cpu.mems = Some(cri.cpuset_mems.clone()).filter(|s| !s.is_empty());
-    resources.memory.memory_hard_limit = positive(cri.memory_limit_in_bytes);
-    resources.memory.memory_swap_limit = positive(cri.memory_swap_limit_in_bytes);
-    resources.hugepages.limits = cri
-        .hugepage_limits
+    if let Some(cpu) = oci.cpu() {
+        resources.cpu.shares = cpu.shares();
+        resources.cpu.quota = cpu.quota();
+        resources.cpu.period = cpu.period();
+        resources.cpu.cpus = cpu.cpus().clone();
+        resources.cpu.mems = cpu.mems().clone();
+    }
+    resources.hugepages.limits = oci
+        .hugepage_limits()
         .iter()
+        .flatten()
         .map(|h| HugePageResource {
-            size: h.page_size.clone(),
-            limit: h.limit,
+            size: h.page_size().clone(),
+            limit: u64::try_from(h.limit()).unwrap_or(0),
         })
         .collect();
-    for (key, value) in &cri.unified {
+    for (key, value) in oci.unified().iter().flatten() {
         // v2 interface files; cgroups-rs writes the controller's attrs verbatim.
         if key.starts_with("memory.") {
             resources.memory.attrs.insert(key.clone(), value.clone());
@@ -211,24 +269,25 @@ mod tests {
     }
 
     #[test]
-    fn cri_zero_values_are_unset() {
-        let r = to_resources(&LinuxContainerResources::default());
+    fn spec_resources_map_to_cgroups_rs() {
+        let r = to_resources(&LinuxResources::default());
         assert_eq!(r.cpu.shares, None);
         assert_eq!(r.cpu.quota, None);
-        assert_eq!(r.memory.memory_hard_limit, None);
-        let r = to_resources(&LinuxContainerResources {
+        let cri = k8s_cri::v1::LinuxContainerResources {
             cpu_shares: 512,
             cpu_quota: 50_000,
             cpu_period: 100_000,
             memory_limit_in_bytes: 64 << 20,
             cpuset_cpus: "0".into(),
             ..Default::default()
-        });
+        };
+        let r = to_resources(&crate::spec::container_resources(&cri).unwrap());
         assert_eq!(r.cpu.shares, Some(512));
         assert_eq!(r.cpu.quota, Some(50_000));
         assert_eq!(r.cpu.period, Some(100_000));
-        assert_eq!(r.memory.memory_hard_limit, Some(64 << 20));
         assert_eq!(r.cpu.cpus.as_deref(), Some("0"));
+        // Memory is written by set_memory, in an order cgroups-rs does not know.
+        assert_eq!(r.memory.memory_hard_limit, None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Container lifecycle events: created/started/deleted come from the server's own
 //! operations, exits are pushed by each sandbox's monitor over a subscription, so neither
-//! Stop nor a CRI client ever polls.
+//! Stop nor a CRI client ever polls. An exit reported while the server is still starting
+//! the container is held back until its Started event is out, so a client always sees
+//! Created, Started, Stopped, Deleted in that order.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use crate::runtime::store::now_nanos;
 pub struct LifecycleEvent {
     /// The container.
     pub container_id: String,
+    /// Its sandbox (the container record may already be gone, e.g. for Deleted).
+    pub sandbox_id: String,
     /// What happened.
     pub kind: ContainerEventType,
     /// When (Unix nanoseconds).
@@ -29,6 +33,44 @@ pub struct LifecycleEvent {
 struct Inner {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     followers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Containers being started, with the events held back until Started is sent.
+    starting: Mutex<HashMap<String, Vec<LifecycleEvent>>>,
+}
+
+impl Inner {
+    /// Send `event` now, or hold it when its container's start is still in flight.
+    fn send_or_hold(&self, sender: &broadcast::Sender<LifecycleEvent>, event: LifecycleEvent) {
+        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        match starting.get_mut(&event.container_id) {
+            Some(held) => held.push(event),
+            None => {
+                let _ = sender.send(event);
+            }
+        }
+    }
+
+    /// End a start: send `first` (if any), then what was held back, in order.
+    fn finish_start(
+        &self,
+        sender: &broadcast::Sender<LifecycleEvent>,
+        id: &str,
+        first: Option<LifecycleEvent>,
+    ) {
+        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        let held = starting.remove(id).unwrap_or_default();
+        for event in first.into_iter().chain(held) {
+            let _ = sender.send(event);
+        }
+    }
+}
+
+fn event(sandbox_id: &str, id: &str, kind: ContainerEventType) -> LifecycleEvent {
+    LifecycleEvent {
+        container_id: id.to_owned(),
+        sandbox_id: sandbox_id.to_owned(),
+        kind,
+        at: now_nanos(),
+    }
 }
 
 /// Fans lifecycle events out to CRI subscribers and to operations waiting for exits.
@@ -57,27 +99,37 @@ impl EventHub {
         self.sender.subscribe()
     }
 
-    fn emit(&self, id: &str, kind: ContainerEventType) {
-        let _ = self.sender.send(LifecycleEvent {
-            container_id: id.to_owned(),
-            kind,
-            at: now_nanos(),
-        });
+    /// A container of `sandbox_id` was created.
+    pub fn emit_created(&self, sandbox_id: &str, id: &str) {
+        let created = event(sandbox_id, id, ContainerEventType::ContainerCreatedEvent);
+        self.inner.send_or_hold(&self.sender, created);
     }
 
-    /// A container was created.
-    pub fn emit_created(&self, id: &str) {
-        self.emit(id, ContainerEventType::ContainerCreatedEvent);
+    /// The server is about to start a container: its exit, if reported before
+    /// [`emit_started`](Self::emit_started) or [`start_failed`](Self::start_failed), waits.
+    pub fn starting(&self, id: &str) {
+        self.inner
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Vec::new());
     }
 
-    /// A container was started.
-    pub fn emit_started(&self, id: &str) {
-        self.emit(id, ContainerEventType::ContainerStartedEvent);
+    /// A container of `sandbox_id` was started; anything held back follows.
+    pub fn emit_started(&self, sandbox_id: &str, id: &str) {
+        let started = event(sandbox_id, id, ContainerEventType::ContainerStartedEvent);
+        self.inner.finish_start(&self.sender, id, Some(started));
     }
 
-    /// A container was removed.
-    pub fn emit_deleted(&self, id: &str) {
-        self.emit(id, ContainerEventType::ContainerDeletedEvent);
+    /// Starting the container failed; anything held back is sent.
+    pub fn start_failed(&self, id: &str) {
+        self.inner.finish_start(&self.sender, id, None);
+    }
+
+    /// A container of `sandbox_id` was removed.
+    pub fn emit_deleted(&self, sandbox_id: &str, id: &str) {
+        let deleted = event(sandbox_id, id, ContainerEventType::ContainerDeletedEvent);
+        self.inner.send_or_hold(&self.sender, deleted);
     }
 
     /// Resolves when the container's exit is reported from now on.
@@ -98,6 +150,7 @@ impl EventHub {
         let sender = self.sender.clone();
         let inner = self.inner.clone();
         let run_dir: PathBuf = run_dir.to_owned();
+        let sandbox = sandbox_id.to_owned();
         let task = tokio::spawn(async move {
             // Reconnects while the monitor lives (e.g. a burst of events overflowed).
             loop {
@@ -115,11 +168,12 @@ impl EventHub {
                 while let Some(event) = events.next().await {
                     let Ok(event) = event else { break };
                     if event.kind == EventKind::Exited {
-                        let _ = sender.send(LifecycleEvent {
-                            container_id: event.id.clone(),
-                            kind: ContainerEventType::ContainerStoppedEvent,
-                            at: now_nanos(),
-                        });
+                        let stopped = self::event(
+                            &sandbox,
+                            &event.id,
+                            ContainerEventType::ContainerStoppedEvent,
+                        );
+                        inner.send_or_hold(&sender, stopped);
                         let waiters = inner
                             .waiters
                             .lock()
@@ -154,5 +208,48 @@ impl EventHub {
         {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(rx: &mut broadcast::Receiver<LifecycleEvent>) -> Vec<ContainerEventType> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    #[test]
+    fn an_exit_during_start_follows_started() {
+        let hub = EventHub::new();
+        let mut rx = hub.subscribe();
+        hub.emit_created("s", "c");
+        hub.starting("c");
+        let stopped = event("s", "c", ContainerEventType::ContainerStoppedEvent);
+        hub.inner.send_or_hold(&hub.sender, stopped);
+        assert_eq!(kinds(&mut rx), [ContainerEventType::ContainerCreatedEvent]);
+        hub.emit_started("s", "c");
+        hub.emit_deleted("s", "c");
+        assert_eq!(
+            kinds(&mut rx),
+            [
+                ContainerEventType::ContainerStartedEvent,
+                ContainerEventType::ContainerStoppedEvent,
+                ContainerEventType::ContainerDeletedEvent
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_start_releases_held_events() {
+        let hub = EventHub::new();
+        let mut rx = hub.subscribe();
+        hub.starting("c");
+        let stopped = event("s", "c", ContainerEventType::ContainerStoppedEvent);
+        hub.inner.send_or_hold(&hub.sender, stopped);
+        hub.start_failed("c");
+        assert_eq!(kinds(&mut rx), [ContainerEventType::ContainerStoppedEvent]);
     }
 }

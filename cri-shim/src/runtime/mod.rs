@@ -103,21 +103,27 @@ impl Runtime {
         self.events.subscribe()
     }
 
-    /// A lifecycle event as CRI streams it: with the sandbox's and container's statuses.
+    /// A lifecycle event as CRI streams it (as containerd does): with the sandbox's status
+    /// and the statuses of every container in the sandbox, so an evented PLEG rebuilds the
+    /// whole pod from one event, Deleted included.
     pub fn event_response(
         &self,
         event: &events::LifecycleEvent,
     ) -> k8s_cri::v1::ContainerEventResponse {
-        let container = self.containers.get(&event.container_id);
-        let sandbox = container
-            .as_ref()
-            .and_then(|c| self.sandboxes.get(&c.sandbox_id));
+        let sandbox = self.sandboxes.get(&event.sandbox_id);
+        let mut containers: Vec<_> = self
+            .containers
+            .all()
+            .into_iter()
+            .filter(|c| c.sandbox_id == event.sandbox_id && c.phase != ContainerPhase::Creating)
+            .collect();
+        containers.sort_by_key(|c| c.created_at);
         k8s_cri::v1::ContainerEventResponse {
             container_id: event.container_id.clone(),
             container_event_type: event.kind as i32,
             created_at: event.at,
             pod_sandbox_status: sandbox.as_ref().map(|s| self.status_of(s)),
-            containers_statuses: container.iter().map(|c| self.cri_status(c)).collect(),
+            containers_statuses: containers.iter().map(|c| self.cri_status(c)).collect(),
         }
     }
 }

@@ -152,23 +152,38 @@ struct HostFacts {
 
 impl HostFacts {
     fn detect() -> Self {
-        let cgroup2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        let swap_accounting = if cgroup2 {
-            // The root cgroup has no memory.swap.max; any child shows whether it exists.
-            std::fs::read_dir("/sys/fs/cgroup").is_ok_and(|dir| {
-                dir.flatten()
-                    .any(|e| e.path().join("memory.swap.max").exists())
-            })
-        } else {
-            Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-        };
         Self {
             capabilities: capabilities::runtime_capabilities(),
-            swap_accounting,
-            cgroup2,
+            swap_accounting: swap_accounting(),
+            cgroup2: cgroup2(),
             nofile: grantable_nofile(),
         }
     }
+}
+
+fn cgroup2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Whether the node's memory controller can limit swap.
+fn swap_accounting() -> bool {
+    if cgroup2() {
+        // The root cgroup has no memory.swap.max; any child shows whether it exists.
+        std::fs::read_dir("/sys/fs/cgroup").is_ok_and(|dir| {
+            dir.flatten()
+                .any(|e| e.path().join("memory.swap.max").exists())
+        })
+    } else {
+        Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    }
+}
+
+/// A container's `linux.resources` without device rules, as [`build`] writes them: what
+/// UpdateContainerResources applies to a running container.
+pub fn container_resources(
+    resources: &k8s_cri::v1::LinuxContainerResources,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    resources::build(Some(resources), swap_accounting())
 }
 
 /// [`DEFAULT_NOFILE`], bounded by the kernel's `fs.nr_open` and by this process's own hard

@@ -78,7 +78,7 @@ impl Runtime {
         {
             Ok(()) => {
                 span.in_scope(|| tracing::info!("container created"));
-                self.events.emit_created(&id);
+                self.events.emit_created(sandbox_id, &id);
                 Ok(id)
             }
             Err(e) => {
@@ -174,7 +174,10 @@ impl Runtime {
         if resources.is_some_and(|r| r.oom_score_adj < 0) {
             tracing::warn!("a negative oom_score_adj may be refused by this kernel; the container then keeps its inherited value");
         }
-        cgroups::create(&record.cgroup_path, resources)
+        // The spec's limits, so the built-in executor's containers get exactly what runc
+        // would apply (swap capped at the memory limit, for one).
+        let spec_resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        cgroups::create(&record.cgroup_path, spec_resources)
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         if let Some(log) = &record.log_path {
             if let Some(parent) = log.parent() {

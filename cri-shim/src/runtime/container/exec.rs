@@ -2,10 +2,13 @@
 //! The built-in executor's helper (`capstan shim exec`) joins the container's namespaces,
 //! cgroup, user, capabilities and seccomp; OCI handlers use their own `exec`.
 
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_cri::v1::ExecSyncResponse;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
@@ -54,6 +57,9 @@ impl Runtime {
             .map_err(|e| RuntimeError::internal("exec process file", e))?;
         serde_json::to_writer(process_file.as_file(), &process)
             .map_err(|e| RuntimeError::internal("writing exec process file", e))?;
+        // Where an OCI runtime records the exec'd process: killing `runc exec` on a
+        // timeout would leave that process running in the container.
+        let pid_file = process_file.path().with_extension("pid");
         let mut command = match self.handler(&record.handler) {
             Handler::Builtin => {
                 let mut c = Command::new(shim_binary()?);
@@ -72,6 +78,8 @@ impl Runtime {
                 c.arg("--root")
                     .arg(root)
                     .arg("exec")
+                    .arg("--pid-file")
+                    .arg(&pid_file)
                     .arg("--process")
                     .arg(process_file.path())
                     .arg(id);
@@ -86,13 +94,14 @@ impl Runtime {
         let mut child = command
             .spawn()
             .map_err(|e| RuntimeError::internal("starting exec helper", e))?;
-        let limit = self.config.max_exec_output_bytes;
+        // One budget for both streams: the limit bounds stdout plus stderr.
+        let budget = AtomicUsize::new(self.config.max_exec_output_bytes);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let run = async {
             let (out, err, status) = tokio::join!(
-                read_bounded(stdout, limit),
-                read_bounded(stderr, limit),
+                read_bounded(stdout, &budget),
+                read_bounded(stderr, &budget),
                 child.wait()
             );
             (out, err, status)
@@ -101,14 +110,16 @@ impl Runtime {
             match tokio::time::timeout(Duration::from_secs(timeout as u64), run).await {
                 Ok(done) => done,
                 Err(_) => {
+                    kill_recorded(&pid_file);
                     return Err(RuntimeError::DeadlineExceeded(format!(
                         "command timed out after {timeout}s"
-                    )))
+                    )));
                 }
             }
         } else {
             run.await
         };
+        let _ = std::fs::remove_file(&pid_file);
         let status = status.map_err(|e| RuntimeError::internal("waiting for exec", e))?;
         let exit_code = exit_code(status);
         if exit_code == 127 && stderr.starts_with(EXEC_ERROR_PREFIX) {
@@ -132,9 +143,20 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(-1)
 }
 
-/// Read everything, keeping at most `limit` bytes (the rest is drained so the writer
-/// never blocks on a full pipe).
-async fn read_bounded(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> Vec<u8> {
+/// SIGKILL the process whose pid an OCI runtime wrote to `pid_file`, then remove the file.
+fn kill_recorded(pid_file: &Path) {
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    if let Some(pid) = pid.filter(|&pid| pid > 1) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+/// Read everything, keeping what fits in the shared `budget` (taken from as bytes are
+/// kept; the rest is drained so the writer never blocks on a full pipe).
+async fn read_bounded(stream: Option<impl AsyncRead + Unpin>, budget: &AtomicUsize) -> Vec<u8> {
     let Some(mut stream) = stream else {
         return Vec::new();
     };
@@ -144,8 +166,12 @@ async fn read_bounded(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> V
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return kept,
             Ok(n) => {
-                let room = limit.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+                let take = budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        Some(left.saturating_sub(n))
+                    })
+                    .map_or(0, |left| left.min(n));
+                kept.extend_from_slice(&buf[..take]);
             }
         }
     }
@@ -158,9 +184,14 @@ mod tests {
     #[tokio::test]
     async fn output_is_bounded_and_drained() {
         let data = vec![7u8; 100_000];
-        let kept = read_bounded(Some(&data[..]), 1000).await;
+        let kept = read_bounded(Some(&data[..]), &AtomicUsize::new(1000)).await;
         assert_eq!(kept.len(), 1000);
-        let kept = read_bounded(Some(&data[..10]), 1000).await;
+        let kept = read_bounded(Some(&data[..10]), &AtomicUsize::new(1000)).await;
         assert_eq!(kept.len(), 10);
+        // Two streams share one budget.
+        let budget = AtomicUsize::new(1000);
+        let first = read_bounded(Some(&data[..600]), &budget).await;
+        let second = read_bounded(Some(&data[..600]), &budget).await;
+        assert_eq!((first.len(), second.len()), (600, 400));
     }
 }

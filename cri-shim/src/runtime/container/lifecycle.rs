@@ -1,16 +1,19 @@
 //! StartContainer, StopContainer, RemoveContainer, UpdateContainerResources,
 //! ReopenContainerLog.
 
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_cri::v1::LinuxContainerResources;
 use nix::sys::signal::Signal;
+use oci_spec::runtime::LinuxResources;
 
 use super::{ContainerPhase, ContainerRecord, ProcessState};
 use crate::monitor::client::MonitorClient;
-use crate::monitor::protocol;
+use crate::monitor::protocol::{self, Handler};
 use crate::runtime::error::RuntimeError;
 use crate::runtime::{cgroups, rootfs, Runtime};
+use crate::spec;
 
 /// How long a SIGKILLed container may take to be reaped before Stop reports failure.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -50,12 +53,14 @@ impl Runtime {
             )));
         }
         let client = self.monitor_of(&record).await?;
+        self.events.starting(id);
         if let Err(e) = client.start(id).await {
+            self.events.start_failed(id);
             record.start_error = Some(e.to_string());
             let _ = self.containers.save(&record);
             return Err(RuntimeError::Internal(format!("starting container: {e}")));
         }
-        self.events.emit_started(id);
+        self.events.emit_started(&record.sandbox_id, id);
         Ok(())
     }
 
@@ -132,7 +137,7 @@ impl Runtime {
         let lock = self.containers.lock_of(id);
         let _guard = lock.lock().await;
         self.discard_container(&record).await;
-        self.events.emit_deleted(id);
+        self.events.emit_deleted(&record.sandbox_id, id);
         Ok(())
     }
 
@@ -165,10 +170,23 @@ impl Runtime {
         let Some(resources) = resources else {
             return Ok(());
         };
+        let limits = spec::container_resources(&resources)
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let lock = self.containers.lock_of(id);
         let _guard = lock.lock().await;
-        cgroups::update(&record.cgroup_path, &resources)
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        // An exited container has no cgroup left to change: the new limits are only
+        // recorded, as containerd does.
+        if self.process_state(id).exit.is_none() {
+            match self.handler(&record.handler) {
+                Handler::Builtin => cgroups::update(&record.cgroup_path, &limits)
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))?,
+                // runc keeps the limits in its own state and owns the write order.
+                Handler::Oci { path, root } => {
+                    let dir = self.containers.dir_of(id);
+                    oci_update(&path, &root, &dir, id, &limits).await?
+                }
+            }
+        }
         let linux = record.config.linux.get_or_insert_with(Default::default);
         linux.resources = Some(resources);
         self.containers
@@ -190,6 +208,43 @@ impl Runtime {
             .await
             .map_err(|e| RuntimeError::Internal(format!("reopening log: {e}")))
     }
+}
+
+/// `<runtime> --root ROOT update --resources FILE ID`, the resources as an OCI
+/// `LinuxResources` JSON file in the container's directory `dir`.
+async fn oci_update(
+    runtime: &Path,
+    root: &Path,
+    dir: &Path,
+    id: &str,
+    limits: &LinuxResources,
+) -> Result<(), RuntimeError> {
+    let file = tempfile::Builder::new()
+        .prefix("resources-")
+        .suffix(".json")
+        .tempfile_in(dir)
+        .map_err(|e| RuntimeError::internal("resources file", e))?;
+    serde_json::to_writer(file.as_file(), limits)
+        .map_err(|e| RuntimeError::internal("writing resources file", e))?;
+    let output = tokio::process::Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .arg("update")
+        .arg("--resources")
+        .arg(file.path())
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RuntimeError::internal(format!("running {}", runtime.display()), e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(RuntimeError::Internal(format!(
+        "{} update {id}: {}",
+        runtime.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )))
 }
 
 /// The image's StopSignal (a name like SIGQUIT or QUIT, or a number), SIGTERM otherwise.
