@@ -228,9 +228,13 @@ fn disk_empty_dir_and_default_source() -> TestResult {
             .join(name);
         assert_eq!(fs::metadata(&dir)?.permissions().mode() & 0o7777, 0o777);
         assert_eq!(mount_count(&dir), 0);
+        assert_eq!(fx.manager.volume_path(&pod, name)?, dir);
     }
-    assert_eq!(fx.manager.known_pods()?, vec![fx.uid.clone()]);
-    fx.manager.teardown(&fx.uid)?;
+    assert!(fx.manager.volume_path(&pod, "ghost").is_err());
+    // A fresh manager (as after an agent restart) finds and removes the pod from disk alone.
+    let restarted = VolumeManager::new(fx.manager.pods_dir().to_path_buf(), NODE);
+    assert_eq!(restarted.known_pods()?, vec![fx.uid.clone()]);
+    restarted.teardown(&fx.uid)?;
     assert!(fx.manager.known_pods()?.is_empty());
     Ok(())
 }
