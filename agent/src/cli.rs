@@ -38,6 +38,12 @@ pub enum Command {
     Image(ImageCommand),
     /// Print version information.
     Version(VersionArgs),
+    /// List the agent's pods (like `kubectl get pods`), or describe one.
+    Pods(PodsArgs),
+    /// Print a container's logs (like `kubectl logs`).
+    Logs(LogsArgs),
+    /// Run a command in a container and exit with its exit code (like `kubectl exec`).
+    Exec(ExecArgs),
     /// Internal: the per-sandbox monitor and the exec entry (spawned by `capstan cri`).
     #[command(subcommand, hide = true)]
     Shim(ShimCommand),
@@ -188,4 +194,120 @@ pub struct ShimExecArgs {
     /// The OCI `Process` (JSON) to run.
     #[arg(long)]
     pub process: PathBuf,
+}
+
+/// Where the running agent's local API listens (`capstan pods/logs/exec`).
+#[derive(Debug, Args, Clone)]
+pub struct AgentSocketArgs {
+    /// The agent's local API socket.
+    #[arg(long, default_value = "/run/capstan/agent.sock", env = "CAPSTAN_AGENT_SOCKET")]
+    pub agent_socket: PathBuf,
+}
+
+/// `capstan pods`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PodsArgs {
+    /// Describe one pod instead of listing.
+    #[command(subcommand)]
+    pub command: Option<PodsCommand>,
+    #[command(flatten)]
+    pub list: PodsListArgs,
+}
+
+/// `capstan pods ...`.
+#[derive(Debug, Subcommand)]
+pub enum PodsCommand {
+    /// Show a pod's spec summary, status and recent events (like `kubectl describe pod`).
+    Describe(PodsDescribeArgs),
+}
+
+/// `capstan pods` (listing).
+#[derive(Debug, Args)]
+pub struct PodsListArgs {
+    /// Namespace to list.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// List pods of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// After listing, print each change.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Output format (default: a table).
+    #[arg(short, long, value_enum)]
+    pub output: Option<PodsOutput>,
+    #[command(flatten)]
+    pub agent: AgentSocketArgs,
+}
+
+/// `capstan pods -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodsOutput {
+    /// The table with the NODE column.
+    Wide,
+    /// The pods as a JSON v1 List.
+    Json,
+    /// The pods as a YAML v1 List.
+    Yaml,
+}
+
+/// `capstan pods describe`.
+#[derive(Debug, Args)]
+pub struct PodsDescribeArgs {
+    /// Pod name (a static pod's manifest name works too).
+    pub name: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub agent: AgentSocketArgs,
+}
+
+/// `capstan logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Pod name (a static pod's manifest name works too).
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container (needed when the pod has several).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Keep streaming while the container runs.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (negative: all).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub tail: i64,
+    /// The previous instance of the container.
+    #[arg(short, long)]
+    pub previous: bool,
+    /// Prefix each line with its timestamp.
+    #[arg(long)]
+    pub timestamps: bool,
+    #[command(flatten)]
+    pub agent: AgentSocketArgs,
+}
+
+/// `capstan exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pod name (a static pod's manifest name works too).
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container (needed when the pod has several).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Give up after this many seconds (0: wait as long as it runs).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub agent: AgentSocketArgs,
 }

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
 mod cri;
+mod exec;
 mod image;
+mod logs;
+mod pods;
 pub mod shim;
 mod version;
 
@@ -13,6 +16,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cri(args) => cri::run(args).await,
         Command::Image(command) => image::run(command).await,
         Command::Version(args) => version::run(args).await,
+        Command::Pods(args) => pods::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
         Command::Shim(_) => {
             anyhow::bail!("`capstan shim` must be dispatched before the async runtime starts")
         }
