@@ -25,3 +25,6 @@ pub mod types;
 pub use client::{Client, ClientError};
 pub use server::{bind, find_pod, resolve_container, router, serve, ServeError};
 pub use types::*;
+
+#[cfg(test)]
+mod tests;
