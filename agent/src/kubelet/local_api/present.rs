@@ -741,7 +741,9 @@ fn describe_events(out: &mut String, events: &[PodEvent], now: Timestamp) {
 /// `Label:  value` with the value column aligned (kubectl describe's layout).
 fn field(out: &mut String, depth: usize, label: &str, value: String) {
     let label = format!("{label}:");
-    let width = 18usize.saturating_sub(depth).max(label.len() + 2);
+    // Top-level values start at column 18, nested ones at column 20 (as kubectl lays them out).
+    let column = if depth == 0 { 18 } else { 20 };
+    let width = (column - depth.min(column)).max(label.len() + 2);
     let _ = writeln!(out, "{:depth$}{label:<width$}{value}", "");
 }
 
@@ -771,4 +773,405 @@ fn time(time: &Time) -> String {
 
 fn title_bool(value: bool) -> String {
     if value { "True" } else { "False" }.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::kubelet::local_api::types::EventType;
+
+    const NOW: &str = "2024-05-01T12:00:00Z";
+
+    fn now() -> Timestamp {
+        NOW.parse().unwrap()
+    }
+
+    /// A pod with app containers `c0..`, init containers `i0..` (sidecars `s..`) and statuses.
+    fn pod(apps: usize, inits: &[&str], status: Value) -> Pod {
+        let containers: Vec<Value> = (0..apps)
+            .map(|i| json!({"name": format!("c{i}")}))
+            .collect();
+        let init_containers: Vec<Value> = inits
+            .iter()
+            .map(|name| match name.starts_with('s') {
+                true => json!({"name": name, "restartPolicy": "Always"}),
+                false => json!({"name": name}),
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "creationTimestamp": "2024-05-01T11:55:00Z"},
+            "spec": {"containers": containers, "initContainers": init_containers},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn running(name: &str, ready: bool) -> Value {
+        json!({"name": name, "ready": ready, "restartCount": 0, "image": "", "imageID": "",
+               "state": {"running": {"startedAt": "2024-05-01T11:56:00Z"}}})
+    }
+
+    fn waiting(name: &str, reason: &str) -> Value {
+        json!({"name": name, "ready": false, "restartCount": 0, "image": "", "imageID": "",
+               "state": {"waiting": {"reason": reason}}})
+    }
+
+    fn terminated(name: &str, exit_code: i32, reason: Option<&str>, signal: Option<i32>) -> Value {
+        let mut t = json!({"exitCode": exit_code});
+        if let Some(r) = reason {
+            t["reason"] = json!(r);
+        }
+        if let Some(s) = signal {
+            t["signal"] = json!(s);
+        }
+        json!({"name": name, "ready": false, "restartCount": 0, "image": "", "imageID": "",
+               "state": {"terminated": t}})
+    }
+
+    fn row(pod: &Pod) -> (String, String, String) {
+        let row = pod_row(pod, now());
+        (row.ready, row.status, row.restarts)
+    }
+
+    #[test]
+    fn running_and_ready() {
+        let p = pod(
+            1,
+            &[],
+            json!({"phase": "Running", "containerStatuses": [running("c0", true)]}),
+        );
+        assert_eq!(row(&p), ("1/1".into(), "Running".into(), "0".into()));
+        assert_eq!(pod_row(&p, now()).age, "5m");
+        let not_ready = pod(
+            2,
+            &[],
+            json!({"phase": "Running", "containerStatuses": [running("c0", true), running("c1", false)]}),
+        );
+        assert_eq!(row(&not_ready).0, "1/2");
+        assert_eq!(row(&not_ready).1, "Running");
+    }
+
+    #[test]
+    fn waiting_reasons_replace_the_phase() {
+        for reason in [
+            "ContainerCreating",
+            "ImagePullBackOff",
+            "ErrImagePull",
+            "CrashLoopBackOff",
+        ] {
+            let p = pod(
+                1,
+                &[],
+                json!({"phase": "Pending", "containerStatuses": [waiting("c0", reason)]}),
+            );
+            assert_eq!(pod_status(&p), reason);
+        }
+        // No statuses yet: the phase.
+        assert_eq!(
+            pod_status(&pod(1, &[], json!({"phase": "Pending"}))),
+            "Pending"
+        );
+    }
+
+    #[test]
+    fn restarts_show_when_the_last_one_was() {
+        let mut status = waiting("c0", "CrashLoopBackOff");
+        status["restartCount"] = json!(3);
+        status["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error",
+            "finishedAt": "2024-05-01T11:58:00Z"}});
+        let p = pod(
+            1,
+            &[],
+            json!({"phase": "Running", "containerStatuses": [status]}),
+        );
+        assert_eq!(
+            row(&p),
+            ("0/1".into(), "CrashLoopBackOff".into(), "3 (2m ago)".into())
+        );
+    }
+
+    #[test]
+    fn terminated_containers() {
+        let done = pod(
+            1,
+            &[],
+            json!({"phase": "Succeeded",
+            "containerStatuses": [terminated("c0", 0, Some("Completed"), None)]}),
+        );
+        assert_eq!(pod_status(&done), "Completed");
+        let exit = pod(
+            1,
+            &[],
+            json!({"phase": "Failed",
+            "containerStatuses": [terminated("c0", 2, None, None)]}),
+        );
+        assert_eq!(pod_status(&exit), "ExitCode:2");
+        let signal = pod(
+            1,
+            &[],
+            json!({"phase": "Failed",
+            "containerStatuses": [terminated("c0", 137, None, Some(9))]}),
+        );
+        assert_eq!(pod_status(&signal), "Signal:9");
+        let error = pod(
+            1,
+            &[],
+            json!({"phase": "Failed",
+            "containerStatuses": [terminated("c0", 1, Some("Error"), None)]}),
+        );
+        assert_eq!(pod_status(&error), "Error");
+    }
+
+    #[test]
+    fn completed_with_a_running_container_is_running_or_not_ready() {
+        let statuses = json!([
+            terminated("c0", 0, Some("Completed"), None),
+            running("c1", true)
+        ]);
+        let ready = pod(
+            2,
+            &[],
+            json!({"phase": "Running", "containerStatuses": statuses,
+            "conditions": [{"type": "Ready", "status": "True"}]}),
+        );
+        assert_eq!(pod_status(&ready), "Running");
+        let not_ready = pod(
+            2,
+            &[],
+            json!({"phase": "Running", "containerStatuses": statuses}),
+        );
+        assert_eq!(pod_status(&not_ready), "NotReady");
+    }
+
+    #[test]
+    fn init_container_progress_and_failures() {
+        let pending = pod(
+            1,
+            &["i0", "i1"],
+            json!({"phase": "Pending",
+            "initContainerStatuses": [terminated("i0", 0, Some("Completed"), None),
+                                      waiting("i1", "PodInitializing")],
+            "containerStatuses": [waiting("c0", "PodInitializing")]}),
+        );
+        assert_eq!(pod_status(&pending), "Init:1/2");
+        let crash = pod(
+            1,
+            &["i0"],
+            json!({"phase": "Pending",
+            "initContainerStatuses": [waiting("i0", "CrashLoopBackOff")]}),
+        );
+        assert_eq!(pod_status(&crash), "Init:CrashLoopBackOff");
+        let error = pod(
+            1,
+            &["i0"],
+            json!({"phase": "Pending",
+            "initContainerStatuses": [terminated("i0", 1, Some("Error"), None)]}),
+        );
+        assert_eq!(pod_status(&error), "Init:Error");
+        let code = pod(
+            1,
+            &["i0"],
+            json!({"phase": "Pending",
+            "initContainerStatuses": [terminated("i0", 4, None, None)]}),
+        );
+        assert_eq!(pod_status(&code), "Init:ExitCode:4");
+        let signal = pod(
+            1,
+            &["i0"],
+            json!({"phase": "Pending",
+            "initContainerStatuses": [terminated("i0", 0, None, Some(15))]}),
+        );
+        // Exit code 0 means done, whatever else it says.
+        assert_eq!(pod_status(&signal), "Pending");
+        let signal = pod(
+            1,
+            &["i0"],
+            json!({"phase": "Pending",
+            "initContainerStatuses": [terminated("i0", 143, None, Some(15))]}),
+        );
+        assert_eq!(pod_status(&signal), "Init:Signal:15");
+    }
+
+    #[test]
+    fn sidecars_count_as_containers() {
+        let mut sidecar = running("s0", true);
+        sidecar["started"] = json!(true);
+        sidecar["restartCount"] = json!(2);
+        let p = pod(
+            1,
+            &["i0", "s0"],
+            json!({"phase": "Running",
+            "conditions": [{"type": "Initialized", "status": "True"}],
+            "initContainerStatuses": [terminated("i0", 0, Some("Completed"), None), sidecar],
+            "containerStatuses": [running("c0", true)]}),
+        );
+        assert_eq!(row(&p), ("2/2".into(), "Running".into(), "2".into()));
+    }
+
+    #[test]
+    fn deletion_and_pod_reasons() {
+        let mut p = pod(
+            1,
+            &[],
+            json!({"phase": "Running", "containerStatuses": [running("c0", true)]}),
+        );
+        p.metadata.deletion_timestamp = Some(Time(NOW.parse().unwrap()));
+        assert_eq!(pod_status(&p), "Terminating");
+        let mut done = pod(
+            1,
+            &[],
+            json!({"phase": "Succeeded",
+            "containerStatuses": [terminated("c0", 0, Some("Completed"), None)]}),
+        );
+        done.metadata.deletion_timestamp = Some(Time(NOW.parse().unwrap()));
+        assert_eq!(pod_status(&done), "Completed");
+        let evicted = pod(1, &[], json!({"phase": "Failed", "reason": "Evicted"}));
+        assert_eq!(pod_status(&evicted), "Evicted");
+        let gated = pod(
+            1,
+            &[],
+            json!({"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
+        );
+        assert_eq!(pod_status(&gated), "SchedulingGated");
+    }
+
+    #[test]
+    fn ages_like_kubectl() {
+        let cases = [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (185, "3m5s"),
+            (600, "10m"),
+            (179 * 60, "179m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 20 * 60, "3h20m"),
+            (8 * 3600 + 59, "8h"),
+            (47 * 3600, "47h"),
+            (48 * 3600, "2d"),
+            (4 * 86400 + 2 * 3600, "4d2h"),
+            (8 * 86400, "8d"),
+            (729 * 86400, "729d"),
+            (730 * 86400, "2y"),
+            (740 * 86400, "2y10d"),
+            (9 * 365 * 86400, "9y"),
+        ];
+        for (seconds, want) in cases {
+            assert_eq!(
+                human_duration(SignedDuration::from_secs(seconds)),
+                want,
+                "{seconds}s"
+            );
+        }
+        let mut p = pod(1, &[], json!({}));
+        p.metadata.creation_timestamp = None;
+        assert_eq!(pod_row(&p, now()).age, "<unknown>");
+    }
+
+    #[test]
+    fn table_columns_align_and_follow_the_options() {
+        let mut p = pod(
+            1,
+            &[],
+            json!({"phase": "Running", "podIP": "10.1.0.7",
+            "containerStatuses": [running("c0", true)]}),
+        );
+        p.metadata.name = Some("a-much-longer-name".into());
+        let short = pod(1, &[], json!({"phase": "Pending"}));
+        let columns = Columns {
+            namespace: false,
+            wide: false,
+        };
+        let rows = [&p, &short]
+            .iter()
+            .map(|pod| columns.cells(&pod_row(pod, now())))
+            .collect();
+        let text = table(columns.header(), rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME                 READY   STATUS    RESTARTS   AGE   IP"
+        );
+        assert_eq!(
+            lines[1],
+            "a-much-longer-name   1/1     Running   0          5m    10.1.0.7"
+        );
+        assert_eq!(
+            lines[2],
+            "p                    0/1     Pending   0          5m    <none>"
+        );
+        let all = Columns {
+            namespace: true,
+            wide: true,
+        };
+        assert_eq!(all.header().first().map(String::as_str), Some("NAMESPACE"));
+        assert_eq!(all.header().last().map(String::as_str), Some("NODE"));
+        assert_eq!(all.cells(&pod_row(&short, now()))[0], "default");
+    }
+
+    #[test]
+    fn describe_shows_spec_status_and_events() {
+        let mut last = waiting("c0", "CrashLoopBackOff");
+        last["restartCount"] = json!(4);
+        last["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+        let mut p = pod(
+            1,
+            &["i0"],
+            json!({"phase": "Running", "podIP": "10.1.0.7",
+            "podIPs": [{"ip": "10.1.0.7"}, {"ip": "fd00::7"}],
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "initContainerStatuses": [terminated("i0", 0, Some("Completed"), None)],
+            "containerStatuses": [last]}),
+        );
+        let spec = p.spec.as_mut().unwrap();
+        spec.containers[0].image = Some("busybox:1.36".into());
+        spec.containers[0].ports = Some(vec![serde_json::from_value(
+            json!({"containerPort": 80, "hostPort": 8080}),
+        )
+        .unwrap()]);
+        spec.volumes = Some(vec![serde_json::from_value(
+            json!({"name": "data", "emptyDir": {"medium": "Memory"}}),
+        )
+        .unwrap()]);
+        let at = |s: &str| Time(s.parse().unwrap());
+        let detail = PodDetail {
+            pod: p,
+            events: vec![PodEvent {
+                first_timestamp: at("2024-05-01T11:50:00Z"),
+                last_timestamp: at("2024-05-01T11:59:00Z"),
+                event_type: EventType::Warning,
+                reason: "BackOff".into(),
+                message: "Back-off restarting failed container".into(),
+                count: 5,
+            }],
+        };
+        let text = describe(&detail, now());
+        for want in [
+            "Name:             p\n",
+            "Status:           Running\n",
+            "IPs:\n  IP:  10.1.0.7\n  IP:  fd00::7\n",
+            "Init Containers:\n  i0:\n",
+            "    Image:          busybox:1.36\n",
+            "    Ports:          80/TCP (host port 8080)\n",
+            "    State:          Waiting\n      Reason:       CrashLoopBackOff\n",
+            "    Last State:     Terminated\n      Reason:       Error\n      Exit Code:    1\n",
+            "    Restart Count:  4\n",
+            "  Ready   False\n",
+            "  data:\n    Type:           EmptyDir",
+            "    Medium:         Memory\n",
+            "Warning   BackOff   60s (x5 over 10m)   kubelet   Back-off restarting failed container",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let empty = PodDetail {
+            pod: pod(1, &[], json!({})),
+            events: Vec::new(),
+        };
+        assert!(describe(&empty, now()).contains("Events:           <none>\n"));
+    }
 }
