@@ -2,14 +2,16 @@
 //! operations, exits are pushed by each sandbox's monitor over a subscription, so neither
 //! Stop nor a CRI client ever polls. An exit reported while the server is still starting
 //! the container is held back until its Started event is out, so a client always sees
-//! Created, Started, Stopped, Deleted in that order.
+//! Created, Started, Stopped, Deleted in that order. Each event is described (statuses of
+//! the sandbox and its containers) when it happens, not when a subscriber reads it: a
+//! Stopped event still lists a container removed right after.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use k8s_cri::v1::ContainerEventType;
+use k8s_cri::v1::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::monitor::client::MonitorClient;
@@ -29,22 +31,48 @@ pub struct LifecycleEvent {
     pub at: i64,
 }
 
+/// Turns an event into what CRI streams (the runtime's statuses at that moment).
+type Describe = Box<dyn Fn(&LifecycleEvent) -> ContainerEventResponse + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
+    describe: OnceLock<Describe>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     followers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Containers being started, with the events held back until Started is sent.
-    starting: Mutex<HashMap<String, Vec<LifecycleEvent>>>,
+    starting: Mutex<HashMap<String, Vec<ContainerEventResponse>>>,
 }
 
 impl Inner {
+    /// What subscribers get for `event`: described only when someone listens.
+    fn describe(
+        &self,
+        sender: &broadcast::Sender<ContainerEventResponse>,
+        event: &LifecycleEvent,
+    ) -> ContainerEventResponse {
+        match self.describe.get() {
+            Some(describe) if sender.receiver_count() > 0 => describe(event),
+            _ => ContainerEventResponse {
+                container_id: event.container_id.clone(),
+                container_event_type: event.kind as i32,
+                created_at: event.at,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Send `event` now, or hold it when its container's start is still in flight.
-    fn send_or_hold(&self, sender: &broadcast::Sender<LifecycleEvent>, event: LifecycleEvent) {
+    fn send_or_hold(
+        &self,
+        sender: &broadcast::Sender<ContainerEventResponse>,
+        event: LifecycleEvent,
+    ) {
+        let response = self.describe(sender, &event);
         let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
         match starting.get_mut(&event.container_id) {
-            Some(held) => held.push(event),
+            Some(held) => held.push(response),
             None => {
-                let _ = sender.send(event);
+                let _ = sender.send(response);
             }
         }
     }
@@ -52,14 +80,15 @@ impl Inner {
     /// End a start: send `first` (if any), then what was held back, in order.
     fn finish_start(
         &self,
-        sender: &broadcast::Sender<LifecycleEvent>,
+        sender: &broadcast::Sender<ContainerEventResponse>,
         id: &str,
         first: Option<LifecycleEvent>,
     ) {
+        let first = first.map(|e| self.describe(sender, &e));
         let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
         let held = starting.remove(id).unwrap_or_default();
-        for event in first.into_iter().chain(held) {
-            let _ = sender.send(event);
+        for response in first.into_iter().chain(held) {
+            let _ = sender.send(response);
         }
     }
 }
@@ -75,7 +104,7 @@ fn event(sandbox_id: &str, id: &str, kind: ContainerEventType) -> LifecycleEvent
 
 /// Fans lifecycle events out to CRI subscribers and to operations waiting for exits.
 pub struct EventHub {
-    sender: broadcast::Sender<LifecycleEvent>,
+    sender: broadcast::Sender<ContainerEventResponse>,
     inner: Arc<Inner>,
 }
 
@@ -95,8 +124,17 @@ impl EventHub {
     }
 
     /// A stream of events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<LifecycleEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEventResponse> {
         self.sender.subscribe()
+    }
+
+    /// How events are described from now on (set once; later calls are ignored). Without
+    /// it, events carry only the container ID, type and time.
+    pub fn describe_with(
+        &self,
+        describe: impl Fn(&LifecycleEvent) -> ContainerEventResponse + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.describe.set(Box::new(describe));
     }
 
     /// A container of `sandbox_id` was created.
@@ -215,9 +253,9 @@ impl EventHub {
 mod tests {
     use super::*;
 
-    fn kinds(rx: &mut broadcast::Receiver<LifecycleEvent>) -> Vec<ContainerEventType> {
+    fn kinds(rx: &mut broadcast::Receiver<ContainerEventResponse>) -> Vec<ContainerEventType> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|e| e.kind)
+            .filter_map(|e| ContainerEventType::try_from(e.container_event_type).ok())
             .collect()
     }
 
@@ -251,5 +289,21 @@ mod tests {
         hub.inner.send_or_hold(&hub.sender, stopped);
         hub.start_failed("c");
         assert_eq!(kinds(&mut rx), [ContainerEventType::ContainerStoppedEvent]);
+    }
+
+    #[test]
+    fn events_are_described_when_they_happen() {
+        let hub = EventHub::new();
+        let mut rx = hub.subscribe();
+        let state = Arc::new(Mutex::new("before"));
+        let seen = state.clone();
+        hub.describe_with(move |e| ContainerEventResponse {
+            container_id: format!("{}@{}", e.container_id, seen.lock().unwrap()),
+            ..Default::default()
+        });
+        hub.emit_created("s", "c");
+        *state.lock().unwrap() = "after";
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.container_id, "c@before");
     }
 }

@@ -60,6 +60,13 @@ impl Runtime {
             containers,
             events: EventHub::new(),
         });
+        let weak = Arc::downgrade(&runtime);
+        runtime
+            .events
+            .describe_with(move |event| match weak.upgrade() {
+                Some(runtime) => runtime.event_response(event),
+                None => k8s_cri::v1::ContainerEventResponse::default(),
+            });
         runtime.recover(broken_sandboxes, broken_containers).await;
         Ok(runtime)
     }
@@ -99,14 +106,16 @@ impl Runtime {
     }
 
     /// Lifecycle events from now on.
-    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<events::LifecycleEvent> {
+    pub fn subscribe_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<k8s_cri::v1::ContainerEventResponse> {
         self.events.subscribe()
     }
 
     /// A lifecycle event as CRI streams it (as containerd does): with the sandbox's status
     /// and the statuses of every container in the sandbox, so an evented PLEG rebuilds the
     /// whole pod from one event, Deleted included.
-    pub fn event_response(
+    fn event_response(
         &self,
         event: &events::LifecycleEvent,
     ) -> k8s_cri::v1::ContainerEventResponse {

@@ -374,10 +374,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         _: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        let runtime = self.runtime.clone();
         let stream = BroadcastStream::new(self.runtime.subscribe_events()).map(move |event| {
             match event {
-                Ok(event) => Ok(runtime.event_response(&event)),
+                Ok(event) => Ok(event),
                 // A client too slow to keep up must resync with a List, as with a watch.
                 Err(BroadcastStreamRecvError::Lagged(n)) => Err(Status::data_loss(format!(
                     "event stream fell behind by {n} events; list again"
