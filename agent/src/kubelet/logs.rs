@@ -68,7 +68,7 @@ pub enum LogsError {
         dir: PathBuf,
     },
     /// The log file (or directory) cannot be opened or listed.
-    #[error("opening log {}: {source}", path.display())]
+    #[error("opening log {}", path.display())]
     Open {
         /// The file or directory.
         path: PathBuf,

@@ -24,7 +24,7 @@ const MAX_WATCH_LINE: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The agent's socket cannot be reached.
-    #[error("connecting to the agent at {}: {source} (is `capstan agent` running?)", socket.display())]
+    #[error("connecting to the agent at {} (is `capstan agent` running?)", socket.display())]
     Connect {
         /// The socket path.
         socket: PathBuf,
@@ -32,7 +32,7 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The HTTP exchange failed.
-    #[error("talking to the agent: {0}")]
+    #[error("talking to the agent")]
     Http(#[from] hyper::Error),
     /// The agent refused the request.
     #[error("{message}")]

@@ -48,7 +48,7 @@ pub enum ServeError {
         path: PathBuf,
     },
     /// Creating, binding or publishing the socket failed.
-    #[error("binding {}: {source}", path.display())]
+    #[error("binding {}", path.display())]
     Bind {
         /// The path involved.
         path: PathBuf,
@@ -56,8 +56,8 @@ pub enum ServeError {
         source: io::Error,
     },
     /// The server failed while running.
-    #[error("serving the local API: {0}")]
-    Serve(io::Error),
+    #[error("serving the local API")]
+    Serve(#[source] io::Error),
 }
 
 /// Bind the socket: mode 0600, replacing a stale socket but never a live one or a non-socket.
@@ -344,7 +344,12 @@ async fn log<S: NodeState>(
 }
 
 fn log_error(container: &str, pod: &str, error: LogsError) -> ApiError {
-    let message = format!("logs of container \"{container}\" in pod \"{pod}\": {error}");
+    let mut message = format!("logs of container \"{container}\" in pod \"{pod}\": {error}");
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        message.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
     if error.is_not_found() {
         ApiError::NotFound(message)
     } else {
