@@ -108,10 +108,42 @@ async fn run_exec<E: ContainerExec>(
     )))
 }
 
+/// GETs the hook's URL; any response passes. An HTTPS hook answered in plain HTTP is retried
+/// over HTTP without `Authorization`, as the kubelet's (which records `LifecycleHTTPFallback`).
 async fn run_http(action: &HTTPGetAction, target: &ProbeTarget) -> Result<(), String> {
-    match http::get(action, target, Purpose::Lifecycle, None).await {
-        Ok(_) => Ok(()),
-        Err(GetError::Request(message) | GetError::Transport(message)) => Err(message),
+    let error = match http::get(action, target, Purpose::Lifecycle, None).await {
+        Ok(_) => return Ok(()),
+        Err(GetError::Request(message)) => return Err(message),
+        Err(GetError::Transport(message)) => message,
+    };
+    let https = action
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+    if !https || !http::is_plaintext_reply(&error) {
+        return Err(error);
+    }
+    let plain = HTTPGetAction {
+        scheme: Some("HTTP".to_owned()),
+        http_headers: action.http_headers.as_ref().map(|headers| {
+            headers
+                .iter()
+                .filter(|h| !h.name.eq_ignore_ascii_case("authorization"))
+                .cloned()
+                .collect()
+        }),
+        ..action.clone()
+    };
+    match http::get(&plain, target, Purpose::Lifecycle, None).await {
+        Ok(_) => {
+            tracing::warn!(
+                container = %target.container.name,
+                pod = %target.pod,
+                "request to HTTPS lifecycle hook got HTTP response, retry with HTTP succeeded"
+            );
+            Ok(())
+        }
+        Err(_) => Err(error),
     }
 }
 
@@ -120,7 +152,7 @@ mod tests {
     use super::*;
     use crate::kubelet::probe::test_support::{http_server, response, target, FakeExec};
     use crate::kubelet::probe::ExecResult;
-    use k8s_openapi::api::core::v1::{SleepAction, TCPSocketAction};
+    use k8s_openapi::api::core::v1::{HTTPHeader, SleepAction, TCPSocketAction};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn exec_hook(cmd: &[&str]) -> LifecycleHandler {
@@ -217,6 +249,39 @@ mod tests {
             run_hook(&http_hook(0, "/"), &t, &exec, None).await,
             Err(HookError::Failed(m)) if m.ends_with("error: invalid port number: 0")
         ));
+    }
+
+    #[tokio::test]
+    async fn https_hooks_answered_in_plain_http_fall_back_without_authorization() {
+        let server = http_server(false, |_, _| response("200", &[], "")).await;
+        let mut hook = http_hook(server.port, "/stop");
+        if let Some(action) = hook.http_get.as_mut() {
+            action.scheme = Some("HTTPS".into());
+            action.http_headers = Some(vec![
+                HTTPHeader {
+                    name: "Authorization".into(),
+                    value: "Bearer secret".into(),
+                },
+                HTTPHeader {
+                    name: "X-Kept".into(),
+                    value: "1".into(),
+                },
+            ]);
+        }
+        let t = target(Some("127.0.0.1"));
+        assert_eq!(run_hook(&hook, &t, &scripted(), None).await, Ok(()));
+        let head = server.last_request().to_ascii_lowercase();
+        assert!(head.starts_with("get /stop http/1.1"), "{head}");
+        assert!(head.contains("\r\nx-kept: 1\r\n"), "{head}");
+        assert!(!head.contains("authorization"), "{head}");
+
+        let tls = http_server(true, |_, _| response("503", &[], "")).await;
+        let mut hook = http_hook(tls.port, "/stop");
+        if let Some(action) = hook.http_get.as_mut() {
+            action.scheme = Some("HTTPS".into());
+        }
+        assert_eq!(run_hook(&hook, &t, &scripted(), None).await, Ok(()));
+        assert!(tls.last_request().starts_with("GET /stop HTTP/1.1"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -221,6 +221,12 @@ fn same_host_redirects(attempt: Attempt<'_>) -> Action {
     }
 }
 
+/// Whether a transport error says a TLS handshake got a reply that is not TLS (a plain HTTP
+/// server on an HTTPS URL: rustls rejects its first byte as a record type).
+pub(super) fn is_plaintext_reply(message: &str) -> bool {
+    message.contains("InvalidContentType")
+}
+
 /// The error's causes below reqwest's own "error sending request" line, joined with ": ".
 fn causes(error: &reqwest::Error) -> String {
     let mut parts = Vec::new();

@@ -116,11 +116,21 @@ pub(super) async fn http_server(
     ) {
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n")
+            && head.len() < 65536
+            && head.first() != Some(&0x16)
+        {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
+        }
+        if head.first() == Some(&0x16) {
+            // A TLS ClientHello: answer like a real HTTP server does to a malformed request.
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+            return;
         }
         let head = String::from_utf8_lossy(&head).into_owned();
         let answer = respond(&head, port);
