@@ -199,6 +199,31 @@ mod tests {
         );
     }
 
+    /// A runtime that never answers.
+    struct Hang;
+
+    impl ContainerExec for Hang {
+        async fn exec_sync(
+            &self,
+            _: &str,
+            _: Vec<String>,
+            _: Duration,
+        ) -> Result<ExecResult, ExecError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runtime_that_never_answers_times_out_after_the_cri_grace() {
+        let started = tokio::time::Instant::now();
+        let result = run_once(&exec_probe(&["x"], Some(2)), &target(None), &Hang).await;
+        assert_eq!(
+            result,
+            ProbeResult::Failure("command \"x\" timed out".into())
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2) + RUNTIME_GRACE);
+    }
+
     #[tokio::test]
     async fn output_in_the_message_is_bounded() {
         let exec = FakeExec::new(|_, _, _| {

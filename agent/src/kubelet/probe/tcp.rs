@@ -97,6 +97,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_pod_ips_are_dialled_in_brackets() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probe = tcp_probe(IntOrString::Int(port.into()), None);
+        assert_eq!(
+            run_once(&probe, &target(Some("::1")), &no_exec()).await,
+            ProbeResult::Success
+        );
+    }
+
+    #[tokio::test]
     async fn an_unreachable_address_fails_at_the_timeout() {
         // TEST-NET-1 is never routed; the SYN goes unanswered (or the route is refused).
         let started = std::time::Instant::now();
