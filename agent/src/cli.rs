@@ -31,6 +31,9 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent: the kubelet (static pods in standalone mode) over CRI, with the
+    /// built-in runtime in-process unless --container-runtime-endpoint names another.
+    Agent(AgentArgs),
     /// Serve the built-in CRI runtime on a unix socket.
     Cri(CriArgs),
     /// Manage images through a CRI runtime (like `crictl images`).
@@ -61,6 +64,35 @@ pub struct CriArgs {
     /// Socket to listen on (overrides the config's `runtime.socket`).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+}
+
+/// `capstan agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Config file (`kubelet:` and `runtime:` sections).
+    #[arg(long, default_value = "/etc/capstan/config.yaml")]
+    pub config: PathBuf,
+    /// Directory of static pod manifests (overrides `kubelet.staticPodPath`).
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Use this CRI runtime (`unix:///path`) instead of the built-in one.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<String>,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The kubelet's state directory (overrides `kubelet.rootDir`).
+    #[arg(long)]
+    pub root_dir: Option<PathBuf>,
+    /// The local API socket for `capstan pods/logs/exec` (overrides `kubelet.localApiSocket`).
+    #[arg(long)]
+    pub agent_socket: Option<PathBuf>,
+    /// The built-in runtime's state directory (overrides `runtime.root`).
+    #[arg(long)]
+    pub runtime_root: Option<PathBuf>,
+    /// The built-in runtime's CRI socket (overrides `runtime.socket`).
+    #[arg(long)]
+    pub runtime_socket: Option<PathBuf>,
 }
 
 /// Where the CRI runtime listens.
@@ -200,7 +232,11 @@ pub struct ShimExecArgs {
 #[derive(Debug, Args, Clone)]
 pub struct AgentSocketArgs {
     /// The agent's local API socket.
-    #[arg(long, default_value = "/run/capstan/agent.sock", env = "CAPSTAN_AGENT_SOCKET")]
+    #[arg(
+        long,
+        default_value = "/run/capstan/agent.sock",
+        env = "CAPSTAN_AGENT_SOCKET"
+    )]
     pub agent_socket: PathBuf,
 }
 

@@ -2,14 +2,17 @@
 
 use std::path::Path;
 
+use agent::kubelet::config::KubeletConfig;
 use anyhow::Context;
 use cri_shim::config::RuntimeConfig;
 use serde::Deserialize;
 
-/// Top-level config file. Sections for the kubelet, proxy and DNS join as they are built.
+/// Top-level config file. Sections for the proxy and DNS join as they are built.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The kubelet (KubeletConfiguration fields).
+    pub kubelet: KubeletConfig,
     /// The built-in CRI runtime.
     pub runtime: RuntimeConfig,
 }
@@ -53,7 +56,19 @@ mod tests {
     #[test]
     fn the_shipped_default_config_is_valid_and_matches_the_built_in_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/config.yaml");
-        let shipped = ConfigFile::load(&path).unwrap().runtime;
+        let file = ConfigFile::load(&path).unwrap();
+        let (kubelet, defaults) = (file.kubelet, KubeletConfig::default());
+        assert_eq!(kubelet.root_dir, defaults.root_dir);
+        assert_eq!(kubelet.pod_logs_dir, defaults.pod_logs_dir);
+        assert_eq!(kubelet.cgroup_root, defaults.cgroup_root);
+        assert_eq!(kubelet.local_api_socket, defaults.local_api_socket);
+        assert_eq!(kubelet.cluster_domain, defaults.cluster_domain);
+        assert_eq!(
+            kubelet.crash_loop_back_off.max(),
+            defaults.crash_loop_back_off.max()
+        );
+        assert!(kubelet.validate().is_ok());
+        let shipped = file.runtime;
         let built_in = RuntimeConfig::default();
         assert_eq!(shipped.root, built_in.root);
         assert_eq!(shipped.socket, built_in.socket);

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod agent;
 mod cri;
 mod exec;
 mod image;
@@ -13,6 +14,7 @@ use crate::cli::Command;
 /// Run a subcommand.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Agent(args) => agent::run(args).await,
         Command::Cri(args) => cri::run(args).await,
         Command::Image(command) => image::run(command).await,
         Command::Version(args) => version::run(args).await,

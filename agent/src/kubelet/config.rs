@@ -24,6 +24,7 @@ pub struct KubeletConfig {
     /// `unix:///...` of a CRI runtime; none: serve the built-in runtime in-process.
     pub container_runtime_endpoint: Option<String>,
     /// Cluster DNS servers written into pods' resolv.conf (ClusterFirst).
+    #[serde(rename = "clusterDNS")]
     pub cluster_dns: Vec<String>,
     /// The cluster's DNS domain.
     pub cluster_domain: String,
@@ -59,12 +60,16 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".to_owned());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let number: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("invalid duration {text:?}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "h" => Duration::from_secs(3600),
             "m" => Duration::from_secs(60),
@@ -72,7 +77,8 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "ms" => Duration::from_millis(1),
             other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
         };
-        total = total.saturating_add(unit.saturating_mul(u32::try_from(number).unwrap_or(u32::MAX)));
+        total =
+            total.saturating_add(unit.saturating_mul(u32::try_from(number).unwrap_or(u32::MAX)));
         rest = &rest[unit_len..];
     }
     Ok(total)

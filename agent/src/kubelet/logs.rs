@@ -341,6 +341,10 @@ impl Reader {
         };
         let open = self.input.reader.get_ref().metadata().await?;
         if current.ino() != open.ino() || current.dev() != open.dev() {
+            // Lines written to the old file between the last drain and its rotation.
+            if !self.drain().await? {
+                return Ok(false);
+            }
             let file = File::open(&self.path).await?;
             self.input = Input::new(file);
             return Ok(true);

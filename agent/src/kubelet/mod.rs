@@ -5,8 +5,11 @@ pub mod config;
 pub mod convert;
 pub mod local_api;
 pub mod logs;
+pub mod node;
+pub mod node_state;
 pub mod probe;
 pub mod runtime;
 pub mod source;
+pub mod status;
 pub mod volumes;
-// pub mod worker; (wired in once its dependencies land)
+pub mod worker;

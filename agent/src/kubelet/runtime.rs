@@ -9,10 +9,10 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     AuthConfig, Container, ContainerConfig, ContainerEventResponse, ContainerFilter,
     ContainerStatus, CreateContainerRequest, ExecSyncRequest, GetEventsRequest, ImageSpec,
-    ImageStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandbox,
-    PodSandboxConfig, PodSandboxFilter, PodSandboxStatus, PodSandboxStatusRequest,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    ImageStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandbox, PodSandboxConfig,
+    PodSandboxFilter, PodSandboxStatus, PodSandboxStatusRequest, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -121,7 +121,10 @@ impl Cri {
             runtime_handler: runtime_handler.to_owned(),
         };
         let reply = self.runtime.clone().run_pod_sandbox(request).await;
-        Ok(reply.map_err(call("RunPodSandbox"))?.into_inner().pod_sandbox_id)
+        Ok(reply
+            .map_err(call("RunPodSandbox"))?
+            .into_inner()
+            .pod_sandbox_id)
     }
 
     /// StopPodSandbox (idempotent in every CRI runtime).
@@ -183,7 +186,10 @@ impl Cri {
             }),
         };
         let reply = self.runtime.clone().list_containers(request).await;
-        Ok(reply.map_err(call("ListContainers"))?.into_inner().containers)
+        Ok(reply
+            .map_err(call("ListContainers"))?
+            .into_inner()
+            .containers)
     }
 
     /// ContainerStatus.
@@ -213,7 +219,10 @@ impl Cri {
             sandbox_config: Some(sandbox_config),
         };
         let reply = self.runtime.clone().create_container(request).await;
-        Ok(reply.map_err(call("CreateContainer"))?.into_inner().container_id)
+        Ok(reply
+            .map_err(call("CreateContainer"))?
+            .into_inner()
+            .container_id)
     }
 
     /// StartContainer.
@@ -244,8 +253,11 @@ impl Cri {
         reply.map_err(call("RemoveContainer")).map(drop)
     }
 
-    /// The image's ID when the runtime has it.
-    pub async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError> {
+    /// The image when the runtime has it.
+    pub async fn image_status(
+        &self,
+        image: &str,
+    ) -> Result<Option<k8s_cri::v1::Image>, RuntimeError> {
         let request = ImageStatusRequest {
             image: Some(ImageSpec {
                 image: image.to_owned(),
@@ -254,8 +266,7 @@ impl Cri {
             verbose: false,
         };
         let reply = self.images.clone().image_status(request).await;
-        let image = reply.map_err(call("ImageStatus"))?.into_inner().image;
-        Ok(image.map(|image| image.id))
+        Ok(reply.map_err(call("ImageStatus"))?.into_inner().image)
     }
 
     /// PullImage; returns the image reference the runtime resolved.

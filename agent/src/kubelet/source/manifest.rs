@@ -114,7 +114,12 @@ fn to_static_pod(
     index: usize,
     defaults: &StaticPodDefaults,
 ) -> Result<Pod, String> {
-    let field = |name: &str| document.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let field = |name: &str| {
+        document
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
     match (field("apiVersion").as_deref(), field("kind").as_deref()) {
         (Some("v1"), Some("Pod")) => {}
         (api_version, kind) => {
@@ -155,7 +160,10 @@ fn to_static_pod(
 /// pod (the kubelet replaces static pods rather than updating them in place).
 fn content_hash(node: &str, path: &Path, index: usize, document: &serde_json::Value) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(format!("host:{node}\0file:{}\0doc:{index}\0", path.display()));
+    hasher.update(format!(
+        "host:{node}\0file:{}\0doc:{index}\0",
+        path.display()
+    ));
     hasher.update(document.to_string());
     let digest = hex::encode(&hasher.finalize()[..16]);
     format!(
@@ -211,11 +219,20 @@ mod tests {
     fn the_uid_follows_the_content() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "a.yaml", WEB);
-        let first = load_file(&path, &defaults()).unwrap()[0].metadata.uid.clone();
-        let again = load_file(&path, &defaults()).unwrap()[0].metadata.uid.clone();
+        let first = load_file(&path, &defaults()).unwrap()[0]
+            .metadata
+            .uid
+            .clone();
+        let again = load_file(&path, &defaults()).unwrap()[0]
+            .metadata
+            .uid
+            .clone();
         assert_eq!(first, again);
         write(dir.path(), "a.yaml", &WEB.replace("busybox", "busybox:2"));
-        let changed = load_file(&path, &defaults()).unwrap()[0].metadata.uid.clone();
+        let changed = load_file(&path, &defaults()).unwrap()[0]
+            .metadata
+            .uid
+            .clone();
         assert_ne!(first, changed);
     }
 
@@ -232,9 +249,18 @@ mod tests {
     fn bad_files_name_the_document_and_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            ("kind: Deployment\napiVersion: apps/v1\n", "expected apiVersion v1, kind Pod"),
-            ("apiVersion: v1\nkind: Pod\nmetadata: {}\nspec: {containers: []}\n", "metadata.name"),
-            ("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 7\n", "not a Pod"),
+            (
+                "kind: Deployment\napiVersion: apps/v1\n",
+                "expected apiVersion v1, kind Pod",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {}\nspec: {containers: []}\n",
+                "metadata.name",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: 7\n",
+                "not a Pod",
+            ),
             ("{ not json", "invalid JSON"),
             ("a: [unclosed\n", "invalid YAML"),
         ];

@@ -9,7 +9,11 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 pub fn validate_pod(pod: &Pod) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     let meta = &pod.metadata;
-    check_subdomain("metadata.name", meta.name.as_deref().unwrap_or(""), &mut errors);
+    check_subdomain(
+        "metadata.name",
+        meta.name.as_deref().unwrap_or(""),
+        &mut errors,
+    );
     check_label(
         "metadata.namespace",
         meta.namespace.as_deref().unwrap_or(""),
@@ -48,12 +52,23 @@ pub fn validate_pod(pod: &Pod) -> Result<(), Vec<String>> {
     }
     let mut volumes = BTreeSet::new();
     for volume in spec.volumes.iter().flatten() {
-        check_label(&format!("spec.volumes[{}].name", volume.name), &volume.name, &mut errors);
+        check_label(
+            &format!("spec.volumes[{}].name", volume.name),
+            &volume.name,
+            &mut errors,
+        );
         if !volumes.insert(volume.name.as_str()) {
-            errors.push(format!("spec.volumes[{}]: duplicate volume name", volume.name));
+            errors.push(format!(
+                "spec.volumes[{}]: duplicate volume name",
+                volume.name
+            ));
         }
     }
-    let all = spec.init_containers.iter().flatten().chain(&spec.containers);
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
     for container in all {
         for mount in container.volume_mounts.iter().flatten() {
             if !volumes.contains(mount.name.as_str()) {
@@ -197,7 +212,10 @@ mod tests {
             "volumeMounts[nope]: no volume",
             "mountPath: must be absolute",
         ] {
-            assert!(errors.contains(expected), "missing {expected:?} in\n{errors}");
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in\n{errors}"
+            );
         }
     }
 

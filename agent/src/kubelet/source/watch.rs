@@ -50,7 +50,9 @@ pub fn watch_directory(
     let watcher = start_watcher(&dir, changes_tx.clone());
     let first = rescan(&dir, &defaults, &mut files, watcher.as_ref().err());
     let (tx, rx) = watch::channel(Arc::new(first));
-    tokio::spawn(run(dir, defaults, files, watcher, changes_tx, changes_rx, tx));
+    tokio::spawn(run(
+        dir, defaults, files, watcher, changes_tx, changes_rx, tx,
+    ));
     rx
 }
 
@@ -103,7 +105,10 @@ async fn run(
 fn same(a: &SourceSnapshot, b: &SourceSnapshot) -> bool {
     a.errors == b.errors
         && a.pods.len() == b.pods.len()
-        && a.pods.iter().zip(&b.pods).all(|(x, y)| x.metadata.uid == y.metadata.uid)
+        && a.pods
+            .iter()
+            .zip(&b.pods)
+            .all(|(x, y)| x.metadata.uid == y.metadata.uid)
 }
 
 /// Reparse what changed since the last scan and build the snapshot.
@@ -177,7 +182,10 @@ mod tests {
     }
 
     fn names(snapshot: &SourceSnapshot) -> Vec<String> {
-        let names = snapshot.pods.iter().map(|p| p.metadata.name.clone().unwrap());
+        let names = snapshot
+            .pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap());
         names.collect()
     }
 
@@ -216,7 +224,10 @@ mod tests {
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
         let empty = next(&mut rx).await;
-        assert!(empty.pods.is_empty() && empty.errors.is_empty(), "{empty:?}");
+        assert!(
+            empty.pods.is_empty() && empty.errors.is_empty(),
+            "{empty:?}"
+        );
     }
 
     #[tokio::test]
