@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's main command. Until the standalone agent exists, Capstan's main job is its
-# CRI runtime: this starts a local OCI registry holding a busybox image, starts
-# `capstan cri` on it, pulls and lists the image, then keeps both running until Ctrl-C.
+# The README's main command: Capstan in standalone mode. Starts a local OCI registry holding
+# a busybox demo image, then `capstan agent` (kubelet + built-in CRI runtime in one process)
+# with two example static pods — a web server with a readiness probe and a host port, and a
+# pod whose init container and sidecar share an emptyDir with the app — waits for them to be
+# Ready and prints how to reach them. Ctrl-C stops the agent; the pods are then removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -9,14 +11,24 @@ capstan_install_deps
 
 echo "==> building"
 cargo build --release --locked -p agent -p tests --bins
-bin=target/release
+bin=$PWD/target/release
 
 work=$(mktemp -d /tmp/capstan-demo.XXXXXX)
-socket=$work/cri.sock
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  set +e
+  if [ -n "${agent_pid:-}" ]; then
+    # Remove the manifests so the agent stops the pods, then stop the agent.
+    rm -f "$work"/manifests/*.yaml
+    for _ in $(seq 100); do
+      [ -z "$("$bin/capstan" pods -A --agent-socket "$work/agent.sock" 2>/dev/null | tail -n +2)" ] && break
+      sleep 0.2
+    done
+  fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  ip link del capstan-demo0 2>/dev/null
+  umount -R "$work" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -29,34 +41,124 @@ registry=$(awk '/^REGISTRY /{print $2}' "$work/registry.out")
 image=$(awk '/^IMAGE /{print $2}' "$work/registry.out")
 [ -n "$image" ] || { cat "$work/registry.log"; echo "registry did not start" >&2; exit 1; }
 
+mkdir -p "$work/cni" "$work/manifests"
+cat >"$work/cni/10-capstan-demo.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "capstan-demo",
+  "plugins": [
+    {"type": "bridge", "bridge": "capstan-demo0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.77.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}],
+              "dataDir": "$work/ipam"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+
 cat >"$work/config.yaml" <<YAML
 runtime:
-  root: $work/state
-  socket: $socket
+  root: $work/runtime
+  socket: $work/cri.sock
+  runRoot: $work/run
+  cni:
+    confDir: $work/cni
+    binDirs: [/usr/lib/cni]
+    cacheDir: $work/cni-cache
   registries:
     "$registry":
       insecure: true
+kubelet:
+  staticPodPath: $work/manifests
+  rootDir: $work/kubelet
+  podLogsDir: $work/logs
+  localApiSocket: $work/agent.sock
 YAML
 
-echo "==> starting capstan cri"
-"$bin/capstan" cri --config "$work/config.yaml" 2>"$work/cri.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+cat >"$work/manifests/web.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: $image
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c]
+    args: ['mkdir -p /www && echo "Hello from \$(POD_NAME) on \$(NODE_NAME)" > /www/index.html && echo serving on :8080 && exec httpd -f -v -p 8080 -h /www']
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    ports: [{containerPort: 8080, hostPort: 30080}]
+    readinessProbe:
+      httpGet: {path: /index.html, port: 8080}
+      periodSeconds: 2
+YAML
 
-export CONTAINER_RUNTIME_ENDPOINT=unix://$socket
-"$bin/capstan" version --runtime-endpoint "$CONTAINER_RUNTIME_ENDPOINT"
-"$bin/capstan" image pull "$image"
-"$bin/capstan" image ls
+cat >"$work/manifests/shared.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: shared}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - {name: data, emptyDir: {}}
+  initContainers:
+  - name: prepare
+    image: $image
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo "written by the init container" > /data/init.txt']
+    volumeMounts: [{name: data, mountPath: /data}]
+  - name: ticker
+    image: $image
+    imagePullPolicy: IfNotPresent
+    restartPolicy: Always
+    command: [sh, -c, 'trap "exit 0" TERM; while true; do date > /data/now.txt; sleep 1; done']
+    volumeMounts: [{name: data, mountPath: /data}]
+  containers:
+  - name: app
+    image: $image
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'trap "exit 0" TERM; cat /data/init.txt; while true; do echo "sidecar says: \$(cat /data/now.txt)"; sleep 5; done']
+    volumeMounts: [{name: data, mountPath: /data}]
+YAML
+
+echo "==> starting capstan agent (standalone: static pods from $work/manifests)"
+"$bin/capstan" agent --config "$work/config.yaml" 2>"$work/agent.log" &
+agent_pid=$!
+pids+=($agent_pid)
+export CAPSTAN_AGENT_SOCKET=$work/agent.sock
+ready=
+for _ in $(seq 600); do
+  if "$bin/capstan" pods 2>/dev/null | awk 'NR>1 && $2=="1/1" {n++} END {exit n==2 ? 0 : 1}'; then ready=1; break; fi
+  kill -0 "$agent_pid" 2>/dev/null || { cat "$work/agent.log"; echo "the agent exited" >&2; exit 1; }
+  sleep 0.2
+done
+"$bin/capstan" pods -o wide
+[ -n "$ready" ] || { tail -30 "$work/agent.log"; echo "pods did not become Ready" >&2; exit 1; }
+
+node=$("$bin/capstan" pods -o json | awk -F'"' '/"nodeName"/ {print $4; exit}')
+ip=$("$bin/capstan" pods -o json | python3 -c 'import json,sys; print([p["status"]["podIP"] for p in json.load(sys.stdin)["items"] if p["metadata"]["name"].startswith("web-")][0])')
+echo
+echo "==> curl http://$ip:8080/"
+curl -s "http://$ip:8080/"
 
 cat <<TXT
 
-Capstan's CRI runtime is serving on $socket (state in $work/state, log in $work/cri.log).
-A registry with $image is at http://$registry.
-Try, in another shell:
-  export CONTAINER_RUNTIME_ENDPOINT=unix://$socket
-  $PWD/$bin/capstan image ls
-  $PWD/$bin/capstan image inspect $image
-  $PWD/$bin/capstan image rm $image
-Press Ctrl-C to stop both.
+Capstan is running in standalone mode (node $node; state in $work, agent log in $work/agent.log).
+The web server pod answers on its pod IP and on a host port:
+  curl http://$ip:8080/
+  curl http://<this host's IP>:30080/
+See pods, logs and run commands (in another shell):
+  export CAPSTAN_AGENT_SOCKET=$work/agent.sock
+  $bin/capstan pods
+  $bin/capstan pods describe web
+  $bin/capstan logs web -f
+  $bin/capstan logs shared -c app
+  $bin/capstan exec shared -c app -- ls /data
+Add, change or remove manifests in $work/manifests and the agent follows.
+Press Ctrl-C to stop (the demo's pods are removed first).
 TXT
-wait "${pids[1]}"
+wait "$agent_pid"

@@ -69,7 +69,8 @@ impl CriConfig {
         self
     }
 
-    fn render(&self, root: &Path, socket: &Path) -> String {
+    /// The config file text for a runtime rooted at `root` serving `socket`.
+    pub fn render(&self, root: &Path, socket: &Path) -> String {
         let mut yaml = format!(
             "runtime:\n  root: {}\n  socket: {}\n",
             root.display(),

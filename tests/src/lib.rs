@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod archive;
 pub mod binaries;
 pub mod capstan;
