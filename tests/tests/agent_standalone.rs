@@ -132,7 +132,7 @@ fn web_pod_lifecycle(runtime: Runtime) -> Result<()> {
     );
     let describe = stdout(&agent.cli(&["pods", "describe", "web"])?);
     ensure!(
-        describe.contains("Started") && describe.contains("Pulled") || describe.contains("Created"),
+        describe.contains("Created") && describe.contains("Started"),
         "describe:\n{describe}"
     );
 
