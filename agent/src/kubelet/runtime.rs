@@ -238,7 +238,7 @@ impl Cri {
     pub async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let request = StopContainerRequest {
             container_id: id.to_owned(),
-            timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            timeout: whole_seconds(timeout),
         };
         let reply = self.runtime.clone().stop_container(request).await;
         reply.map_err(call("StopContainer")).map(drop)
@@ -311,7 +311,7 @@ impl ContainerExec for Cri {
         let request = ExecSyncRequest {
             container_id: container_id.to_owned(),
             cmd,
-            timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            timeout: whole_seconds(timeout),
         };
         let reply = self.runtime.clone().exec_sync(request).await;
         let reply = reply.map_err(|status| match status.code() {
@@ -324,5 +324,28 @@ impl ContainerExec for Cri {
             stdout: reply.stdout,
             stderr: reply.stderr,
         })
+    }
+}
+
+/// A CRI timeout in whole seconds, rounded up: truncating would shorten a grace period
+/// (2.9 s left becoming 2 s) and turn a sub-second exec timeout into 0, which means none.
+fn whole_seconds(timeout: Duration) -> i64 {
+    let secs = timeout
+        .as_secs()
+        .saturating_add(u64::from(timeout.subsec_nanos() > 0));
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(2_990)), 3);
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds(Duration::MAX), i64::MAX);
     }
 }
