@@ -90,6 +90,10 @@ impl PodWorker {
             self.kill_with_grace(pod, None, &instance.id, Duration::ZERO, message)
                 .await;
         }
+        // The last status shows how each container ended (exit code, reason), as the
+        // kubelet reports before the pod goes.
+        let stopped = self.observe().await.map_err(|e| e.to_string())?;
+        self.publish(pod, &stopped, None);
         remove_pod(&self.shared, &self.uid, &view.sandboxes).await
     }
 }
