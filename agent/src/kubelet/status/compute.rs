@@ -275,7 +275,8 @@ fn container_status(input: &StatusInput<'_>, spec: &Container, init: bool) -> Co
     } else {
         running && (input.started)(&now.id) && (input.ready)(&now.id)
     };
-    let last_terminated = history.previous.as_ref().map(terminated_state);
+    let terminated = |c: &ObservedContainer| terminated_state(c, input.runtime_name);
+    let last_terminated = history.previous.as_ref().map(terminated);
     match (now.state, waiting) {
         (RunState::Running, _) => {
             status.state = Some(ContainerState {
@@ -292,10 +293,10 @@ fn container_status(input: &StatusInput<'_>, spec: &Container, init: bool) -> Co
                 &waiting.reason,
                 Some(waiting.message.clone()),
             ));
-            status.last_state = Some(terminated_state(now));
+            status.last_state = Some(terminated(now));
         }
         (RunState::Exited, None) => {
-            status.state = Some(terminated_state(now));
+            status.state = Some(terminated(now));
             status.last_state = last_terminated;
         }
         (RunState::Created | RunState::Unknown, _) => {
@@ -317,7 +318,7 @@ fn waiting_state(reason: &str, message: Option<String>) -> ContainerState {
     }
 }
 
-fn terminated_state(observed: &ObservedContainer) -> ContainerState {
+fn terminated_state(observed: &ObservedContainer, runtime_name: &str) -> ContainerState {
     let reason = if observed.reason.is_empty() {
         if observed.exit_code == 0 {
             "Completed"
@@ -329,7 +330,8 @@ fn terminated_state(observed: &ObservedContainer) -> ContainerState {
     };
     ContainerState {
         terminated: Some(ContainerStateTerminated {
-            container_id: Some(observed.id.clone()),
+            // The same `<runtime>://<id>` form as the status's own containerID.
+            container_id: Some(format!("{runtime_name}://{}", observed.id)),
             exit_code: observed.exit_code,
             reason: Some(reason.to_owned()),
             message: (!observed.message.is_empty()).then(|| observed.message.clone()),
