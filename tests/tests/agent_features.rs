@@ -70,14 +70,26 @@ fn eventually<T: std::fmt::Debug>(
 fn logs_containing(agent: &Agent, args: &[&str], needle: &str) -> Result<String> {
     let mut full = vec!["logs"];
     full.extend_from_slice(args);
-    eventually(
+    let found = eventually(
         Duration::from_secs(15),
         &format!("{needle:?} in logs"),
         || {
             let out = stdout(&agent.cli(&full)?);
             Ok((out.contains(needle).then(|| out.clone()), out))
         },
-    )
+    );
+    found.with_context(|| {
+        let describe = agent
+            .cli(&["pods", "describe", args[0]])
+            .map(|o| stdout(&o))
+            .unwrap_or_default();
+        format!("{describe}\nagent log:\n{}", tail(&agent.log(), 30))
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// `capstan pods describe NAME` until it contains every needle.
@@ -151,6 +163,20 @@ fn time_until_gone(
     Ok(gone)
 }
 
+/// The agent's watch events, read on a thread.
+fn watch_events(agent: &Agent) -> Result<mpsc::Receiver<Value>> {
+    let mut watch = agent.watch()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = watch.next_event() {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 #[test]
 fn liveness_probe_failure_restarts_the_container() -> Result<()> {
     let agent = Agent::start_with(Runtime::Builtin, &[QUICK_BACKOFF])?;
@@ -175,6 +201,12 @@ livenessProbe:
     ensure!(
         last.is_object() && last["finishedAt"].is_string(),
         "lastState: {status}"
+    );
+    // The killed instance is not the one running now; both IDs carry the runtime.
+    let (last_id, now_id) = (last["containerID"].as_str(), status["containerID"].as_str());
+    ensure!(
+        last_id.is_some_and(|id| id.starts_with("capstan://")) && last_id != now_id,
+        "containerIDs: {status}"
     );
     describe_containing(
         &agent,
@@ -754,8 +786,37 @@ volumeMounts: [{name: out, mountPath: /out}]
             },
         )?;
     }
+    let events = watch_events(&agent)?;
     let gone = time_until_gone(&agent, &["polite", "stubborn"], Duration::from_secs(30))?;
     let (polite, stubborn) = (gone["polite"], gone["stubborn"]);
+    // The last status before each pod went says how its container ended.
+    let mut last_state = BTreeMap::new();
+    for event in events.try_iter() {
+        let object = &event["object"];
+        let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        if let Some(status) = container_status(object, "c") {
+            last_state.insert(name, status["state"].clone());
+        }
+    }
+    let state = |name: &str| &last_state[&format!("{name}-{}", agent.node_name())];
+    let (polite_end, stubborn_end) = (
+        &state("polite")["terminated"],
+        &state("stubborn")["terminated"],
+    );
+    ensure!(
+        polite_end["exitCode"] == 0 && polite_end["reason"] == "Completed",
+        "polite ended as {polite_end}"
+    );
+    ensure!(
+        stubborn_end["exitCode"] == 137 && stubborn_end["reason"] == "Error",
+        "stubborn ended as {stubborn_end} (SIGKILL expected)"
+    );
+    ensure!(
+        stubborn_end["containerID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("capstan://")),
+        "{stubborn_end}"
+    );
     ensure!(
         polite < Duration::from_secs(5),
         "a container exiting on TERM took {polite:?} (grace 30 s)"
