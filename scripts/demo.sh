@@ -132,7 +132,7 @@ pids+=($agent_pid)
 export CAPSTAN_AGENT_SOCKET=$work/agent.sock
 ready=
 for _ in $(seq 600); do
-  if "$bin/capstan" pods 2>/dev/null | awk 'NR>1 && $2=="1/1" {n++} END {exit n==2 ? 0 : 1}'; then ready=1; break; fi
+  if "$bin/capstan" pods 2>/dev/null | awk 'NR>1 {split($2, r, "/"); if (r[1] == r[2]) n++} END {exit n==2 ? 0 : 1}'; then ready=1; break; fi
   kill -0 "$agent_pid" 2>/dev/null || { cat "$work/agent.log"; echo "the agent exited" >&2; exit 1; }
   sleep 0.2
 done

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::binaries::{capstan_bin, require_root};
@@ -157,9 +157,42 @@ impl Agent {
         }
     }
 
+    /// SIGTERM the agent and wait for it to exit; how long it took.
+    pub fn stop(&mut self, timeout: Duration) -> Result<Duration> {
+        let mut child = self.child.take().context("agent not running")?;
+        let started = Instant::now();
+        let pid = i32::try_from(child.id())?;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            bail!("SIGTERM to the agent: {}", std::io::Error::last_os_error());
+        }
+        while started.elapsed() < timeout {
+            if let Some(status) = child.try_wait()? {
+                ensure!(
+                    status.success(),
+                    "agent exited with {status}:\n{}",
+                    self.log()
+                );
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "agent still running {timeout:?} after SIGTERM:\n{}",
+            tail(&self.log(), 20)
+        )
+    }
+
     /// Start the agent again on the same state.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
+        self.spawn()
+    }
+
+    /// Start the agent after [`Self::stop`] or [`Self::kill`].
+    pub fn start_again(&mut self) -> Result<()> {
         self.spawn()
     }
 

@@ -332,3 +332,32 @@ fn kill_9_adopts_running_pods_and_stops_removed_ones() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn sigterm_stops_the_agent_promptly_and_leaves_pods_running() -> Result<()> {
+    let mut agent = Agent::start(Runtime::Builtin)?;
+    agent.write_manifest("web.yaml", &manifest(WEB, agent.images.busybox()))?;
+    let web = agent.wait_pod("web", Duration::from_secs(60), "Ready", is_ready)?;
+    let ip = web["status"]["podIP"].as_str().context("ip")?.to_owned();
+    let took = agent.stop(Duration::from_secs(10))?;
+    ensure!(
+        http_get(&ip, 8080, "/index.html")?.contains("hello"),
+        "pod stopped with the agent"
+    );
+    agent.start_again()?;
+    let adopted = agent.wait_pod("web", Duration::from_secs(30), "Ready again", is_ready)?;
+    let id = |p: &Value| container_status(p, "web").map(|s| s["containerID"].clone());
+    ensure!(
+        id(&adopted) == id(&web),
+        "container replaced after a clean stop"
+    );
+    // Removing the manifest now stops the pod promptly (grace 2 s, httpd exits on TERM).
+    let removed = std::time::Instant::now();
+    agent.remove_manifest("web.yaml")?;
+    agent.wait_gone("web", Duration::from_secs(15))?;
+    println!(
+        "stopped in {took:?}, pod removed in {:?}",
+        removed.elapsed()
+    );
+    Ok(())
+}

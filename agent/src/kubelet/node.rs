@@ -141,6 +141,7 @@ pub async fn run(
     let _ = api_stop.send(());
     let _ = api.await;
     let _ = std::fs::remove_file(&config.local_api_socket);
+    workers.stop_events();
     tracing::info!(pods = workers.active(), "agent stopping; pods keep running");
     Ok(())
 }

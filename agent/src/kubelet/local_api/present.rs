@@ -561,12 +561,12 @@ fn describe_container(out: &mut String, container: &Container, statuses: &[Conta
                 format!("exec {:?}", exec.command.clone().unwrap_or_default())
             } else if let Some(http) = &probe.http_get {
                 format!(
-                    "http-get :{:?}{}",
-                    http.port,
+                    "http-get :{}{}",
+                    port_text(&http.port),
                     http.path.as_deref().unwrap_or("/")
                 )
             } else if let Some(tcp) = &probe.tcp_socket {
-                format!("tcp-socket :{:?}", tcp.port)
+                format!("tcp-socket :{}", port_text(&tcp.port))
             } else if let Some(grpc) = &probe.grpc {
                 format!("grpc :{}", grpc.port)
             } else {
@@ -1173,5 +1173,14 @@ mod tests {
             events: Vec::new(),
         };
         assert!(describe(&empty, now()).contains("Events:           <none>\n"));
+    }
+}
+
+/// A probe port as kubectl prints it: the number or the port's name.
+fn port_text(port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> String {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match port {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(name) => name.clone(),
     }
 }

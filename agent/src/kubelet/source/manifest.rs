@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -153,6 +154,10 @@ fn to_static_pod(
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_name = Some(defaults.node_name.clone());
     }
+    // When the agent first read it: static pods have no API server to stamp them.
+    if pod.metadata.creation_timestamp.is_none() {
+        pod.metadata.creation_timestamp = Some(Time(jiff::Timestamp::now()));
+    }
     Ok(pod)
 }
 
@@ -213,6 +218,7 @@ mod tests {
             Some("node1")
         );
         assert_ne!(pods[1].metadata.uid, web.metadata.uid);
+        assert!(web.metadata.creation_timestamp.is_some());
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct PodWorkers {
     shared: Arc<Shared>,
+    pleg: Arc<tokio::task::AbortHandle>,
 }
 
 impl PodWorkers {
@@ -128,8 +129,8 @@ impl PodWorkers {
             workers: Mutex::default(),
             containers: Mutex::default(),
         });
-        pleg::spawn(shared.clone());
-        Self { shared }
+        let pleg = Arc::new(pleg::spawn(shared.clone()));
+        Self { shared, pleg }
     }
 
     /// Make the running set match `pods` (the source's full set): start workers for new
@@ -186,6 +187,11 @@ impl PodWorkers {
     /// [`Self::sync_pods`], so adopted pods are known.
     pub async fn clean_up_orphans(&self) {
         terminate::clean_up_orphans(&self.shared).await;
+    }
+
+    /// Stop listening to the runtime (the agent is exiting; pods keep running).
+    pub fn stop_events(&self) {
+        self.pleg.abort();
     }
 
     /// Pods with a worker (running or terminating).

@@ -16,8 +16,10 @@ const RELIST: Duration = Duration::from_secs(1);
 /// Pause before re-opening a broken event stream.
 const RECONNECT: Duration = Duration::from_millis(500);
 
-pub(super) fn spawn(shared: Arc<Shared>) {
-    tokio::spawn(async move {
+/// Start the event generator; abort the handle to stop it (it holds a streaming call open,
+/// which a runtime shutting down gracefully would wait for).
+pub(super) fn spawn(shared: Arc<Shared>) -> tokio::task::AbortHandle {
+    let task = tokio::spawn(async move {
         loop {
             match shared.cri.container_events().await {
                 Ok(mut events) => {
@@ -37,6 +39,7 @@ pub(super) fn spawn(shared: Arc<Shared>) {
             tokio::time::sleep(RECONNECT).await;
         }
     });
+    task.abort_handle()
 }
 
 fn dispatch(shared: &Shared, event: &k8s_cri::v1::ContainerEventResponse) {
