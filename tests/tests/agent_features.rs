@@ -1,8 +1,8 @@
-//! End-to-end: kubelet features of `capstan agent` in standalone mode on the built-in
-//! runtime: liveness and startup probes, lifecycle hooks, hostPort, volumes (emptyDir on
-//! tmpfs, hostPath types, downwardAPI, subPath escapes), image pull policies, env
-//! expansion and the downward API in env, logs (--previous, -f, --tail) and graceful
-//! termination with its grace period.
+//! End-to-end: kubelet features of `capstan agent` in standalone mode, each on the
+//! built-in runtime and on containerd: liveness and startup probes, lifecycle hooks,
+//! hostPort, volumes (emptyDir on tmpfs, hostPath types, downwardAPI, subPath escapes),
+//! image pull policies, env expansion and the downward API in env, logs (--previous,
+//! -f, --tail) and graceful termination with its grace period.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -163,6 +163,14 @@ fn time_until_gone(
     Ok(gone)
 }
 
+/// How the runtime's container IDs start in the pod status.
+fn id_prefix(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Builtin => "capstan://",
+        Runtime::Containerd => "containerd://",
+    }
+}
+
 /// The agent's watch events, read on a thread.
 fn watch_events(agent: &Agent) -> Result<mpsc::Receiver<Value>> {
     let mut watch = agent.watch()?;
@@ -177,9 +185,8 @@ fn watch_events(agent: &Agent) -> Result<mpsc::Receiver<Value>> {
     Ok(rx)
 }
 
-#[test]
-fn liveness_probe_failure_restarts_the_container() -> Result<()> {
-    let agent = Agent::start_with(Runtime::Builtin, &[QUICK_BACKOFF])?;
+fn liveness_probe_failure_restarts_the_container(runtime: Runtime) -> Result<()> {
+    let agent = Agent::start_with(runtime, &[QUICK_BACKOFF])?;
     let manifest = pod(
         "live",
         agent.images.busybox(),
@@ -205,7 +212,7 @@ livenessProbe:
     // The killed instance is not the one running now; both IDs carry the runtime.
     let (last_id, now_id) = (last["containerID"].as_str(), status["containerID"].as_str());
     ensure!(
-        last_id.is_some_and(|id| id.starts_with("capstan://")) && last_id != now_id,
+        last_id.is_some_and(|id| id.starts_with(id_prefix(runtime))) && last_id != now_id,
         "containerIDs: {status}"
     );
     describe_containing(
@@ -216,9 +223,8 @@ livenessProbe:
     Ok(())
 }
 
-#[test]
-fn startup_probe_gates_started_and_ready() -> Result<()> {
-    let agent = Agent::start(Runtime::Builtin)?;
+fn startup_probe_gates_started_and_ready(runtime: Runtime) -> Result<()> {
+    let agent = Agent::start(runtime)?;
     let manifest = pod(
         "slow",
         agent.images.busybox(),
@@ -261,10 +267,9 @@ livenessProbe:
     Ok(())
 }
 
-#[test]
-fn post_start_and_pre_stop_hooks_and_pre_stop_sleep_within_grace() -> Result<()> {
+fn post_start_and_pre_stop_hooks_and_pre_stop_sleep_within_grace(runtime: Runtime) -> Result<()> {
     let host = TempRoot::new("hooks")?;
-    let agent = Agent::start(Runtime::Builtin)?;
+    let agent = Agent::start(runtime)?;
     let image = agent.images.busybox().to_owned();
     let out_dir = host.path().display().to_string();
     agent.write_manifest(
@@ -321,9 +326,8 @@ lifecycle:
     Ok(())
 }
 
-#[test]
-fn host_port_reaches_the_pod_from_the_node() -> Result<()> {
-    let agent = Agent::start(Runtime::Builtin)?;
+fn host_port_reaches_the_pod_from_the_node(runtime: Runtime) -> Result<()> {
+    let agent = Agent::start(runtime)?;
     let port: u16 = rand::rng().random_range(30_000..40_000);
     let manifest = pod(
         "hostport",
@@ -361,10 +365,9 @@ readinessProbe:
     Ok(())
 }
 
-#[test]
-fn volumes_memory_empty_dir_host_path_and_downward_api() -> Result<()> {
+fn volumes_memory_empty_dir_host_path_and_downward_api(runtime: Runtime) -> Result<()> {
     let host = TempRoot::new("volumes")?;
-    let agent = Agent::start(Runtime::Builtin)?;
+    let agent = Agent::start(runtime)?;
     let created = host.join("made/by/agent");
     let manifest = pod(
         "vols",
@@ -424,10 +427,9 @@ volumeMounts:
     Ok(())
 }
 
-#[test]
-fn host_path_type_mismatch_and_sub_path_escape_are_refused() -> Result<()> {
+fn host_path_type_mismatch_and_sub_path_escape_are_refused(runtime: Runtime) -> Result<()> {
     let host = TempRoot::new("badvols")?;
-    let agent = Agent::start(Runtime::Builtin)?;
+    let agent = Agent::start(runtime)?;
     let image = agent.images.busybox().to_owned();
     let dir = host.path().display().to_string();
     agent.write_manifest(
@@ -512,9 +514,8 @@ spec:
     Ok(())
 }
 
-#[test]
-fn image_pull_policies_never_missing_and_always() -> Result<()> {
-    let agent = Agent::start(Runtime::Builtin)?;
+fn image_pull_policies_never_missing_and_always(runtime: Runtime) -> Result<()> {
+    let agent = Agent::start(runtime)?;
     let absent = format!("{}/capstan-test/absent:1", agent.images.registry().host());
     let mut watch = agent.watch()?;
     agent.write_manifest(
@@ -607,9 +608,8 @@ fn image_pull_policies_never_missing_and_always() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn env_expansion_and_downward_api_in_env() -> Result<()> {
-    let agent = Agent::start(Runtime::Builtin)?;
+fn env_expansion_and_downward_api_in_env(runtime: Runtime) -> Result<()> {
+    let agent = Agent::start(runtime)?;
     let manifest = pod(
         "env",
         agent.images.busybox(),
@@ -644,9 +644,8 @@ resources:
     Ok(())
 }
 
-#[test]
-fn logs_previous_follow_and_tail() -> Result<()> {
-    let agent = Agent::start_with(Runtime::Builtin, &[QUICK_BACKOFF])?;
+fn logs_previous_follow_and_tail(runtime: Runtime) -> Result<()> {
+    let agent = Agent::start_with(runtime, &[QUICK_BACKOFF])?;
     // The first instance prints and fails; the second prints five lines, then ticks.
     let manifest = pod(
         "chatty",
@@ -745,10 +744,9 @@ volumeMounts: [{name: state, mountPath: /state}]
     Ok(())
 }
 
-#[test]
-fn graceful_termination_term_then_kill_after_grace() -> Result<()> {
+fn graceful_termination_term_then_kill_after_grace(runtime: Runtime) -> Result<()> {
     let host = TempRoot::new("grace")?;
-    let agent = Agent::start(Runtime::Builtin)?;
+    let agent = Agent::start(runtime)?;
     let image = agent.images.busybox().to_owned();
     let out_dir = host.path().display().to_string();
     agent.write_manifest(
@@ -814,7 +812,7 @@ volumeMounts: [{name: out, mountPath: /out}]
     ensure!(
         stubborn_end["containerID"]
             .as_str()
-            .is_some_and(|id| id.starts_with("capstan://")),
+            .is_some_and(|id| id.starts_with(id_prefix(runtime))),
         "{stubborn_end}"
     );
     ensure!(
@@ -829,3 +827,34 @@ volumeMounts: [{name: out, mountPath: /out}]
     );
     Ok(())
 }
+
+/// Each scenario as a test on the built-in runtime and one on containerd.
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod builtin {
+            $(#[test]
+            fn $name() -> anyhow::Result<()> {
+                super::$name(tests::agent::Runtime::Builtin)
+            })*
+        }
+        mod containerd {
+            $(#[test]
+            fn $name() -> anyhow::Result<()> {
+                super::$name(tests::agent::Runtime::Containerd)
+            })*
+        }
+    };
+}
+
+on_both_runtimes!(
+    liveness_probe_failure_restarts_the_container,
+    startup_probe_gates_started_and_ready,
+    post_start_and_pre_stop_hooks_and_pre_stop_sleep_within_grace,
+    host_port_reaches_the_pod_from_the_node,
+    volumes_memory_empty_dir_host_path_and_downward_api,
+    host_path_type_mismatch_and_sub_path_escape_are_refused,
+    image_pull_policies_never_missing_and_always,
+    env_expansion_and_downward_api_in_env,
+    logs_previous_follow_and_tail,
+    graceful_termination_term_then_kill_after_grace,
+);
