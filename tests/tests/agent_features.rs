@@ -490,9 +490,10 @@ spec:
     })?;
     let message = waiting_message(&seen_escape, "c");
     ensure!(
-        message.contains("escape") && message.contains("\"data\""),
+        message.contains("escapes the volume") && message.contains("\"data\""),
         "subPath escape message: {message}"
     );
+    describe_containing(&agent, "escape", &["Failed", "escapes the volume"])?;
     ensure!(
         !running(&seen_escape, "c"),
         "escaping container runs: {}",
