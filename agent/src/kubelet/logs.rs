@@ -374,7 +374,8 @@ impl Wake {
         let notify = Arc::new(Notify::new());
         let signal = notify.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Our own reads are access events: waking on them would spin.
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 signal.notify_one();
             }
         });

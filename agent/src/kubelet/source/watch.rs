@@ -60,7 +60,8 @@ type WatchResult = Result<notify::RecommendedWatcher, String>;
 
 fn start_watcher(dir: &Path, changes: mpsc::UnboundedSender<()>) -> WatchResult {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the directory is itself an access event: reacting to it would rescan forever.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = changes.send(());
         }
     })
