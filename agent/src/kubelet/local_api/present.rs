@@ -775,6 +775,15 @@ fn title_bool(value: bool) -> String {
     if value { "True" } else { "False" }.to_owned()
 }
 
+/// A probe port as kubectl prints it: the number or the port's name.
+fn port_text(port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> String {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match port {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(name) => name.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
@@ -1173,14 +1182,5 @@ mod tests {
             events: Vec::new(),
         };
         assert!(describe(&empty, now()).contains("Events:           <none>\n"));
-    }
-}
-
-/// A probe port as kubectl prints it: the number or the port's name.
-fn port_text(port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> String {
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    match port {
-        IntOrString::Int(n) => n.to_string(),
-        IntOrString::String(name) => name.clone(),
     }
 }
