@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod apiserver;
 pub mod archive;
 pub mod binaries;
 pub mod capstan;
