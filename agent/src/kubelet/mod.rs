@@ -1,6 +1,7 @@
 //! The kubelet part of the agent: pod sources, per-pod workers over CRI, volumes, probes,
 //! pod status and the local API the `capstan pods/logs/exec` commands talk to.
 
+pub mod admission;
 pub mod config;
 pub mod convert;
 pub mod local_api;
