@@ -2,6 +2,7 @@
 //! pod status and the local API the `capstan pods/logs/exec` commands talk to.
 
 pub mod admission;
+pub mod bootstrap;
 pub mod config;
 pub mod convert;
 pub mod local_api;
