@@ -93,6 +93,10 @@ pub struct AgentArgs {
     /// The built-in runtime's CRI socket (overrides `runtime.socket`).
     #[arg(long)]
     pub runtime_socket: Option<PathBuf>,
+    /// Kubeconfig of the cluster (as `capstan join` writes it); without it the agent runs
+    /// standalone.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Where the CRI runtime listens.

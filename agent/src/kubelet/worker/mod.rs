@@ -151,7 +151,23 @@ impl PodWorkers {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
+            // Deleted in the API: terminate with the deletion's grace period.
+            let deleting = pod
+                .metadata
+                .deletion_timestamp
+                .is_some()
+                .then(|| deletion_grace_period(pod));
             if let Some(worker) = workers.get(&uid) {
+                if let Some(grace) = deleting {
+                    worker.desired.send_if_modified(|current| match current {
+                        Desired::Run(_) => {
+                            *current = Desired::Terminate(grace);
+                            true
+                        }
+                        Desired::Terminate(_) => false,
+                    });
+                    continue;
+                }
                 worker.desired.send_if_modified(|current| match current {
                     Desired::Run(old) if old.as_ref() != pod => {
                         *current = Desired::Run(Arc::new(pod.clone()));
@@ -178,6 +194,9 @@ impl PodWorkers {
                 predecessors,
                 full_name,
             );
+            if let Some(grace) = deleting {
+                let _ = handle.desired.send(Desired::Terminate(grace));
+            }
             workers.insert(uid, handle);
         }
     }
@@ -202,6 +221,14 @@ impl PodWorkers {
     /// The runtime client the workers use.
     pub fn cri(&self) -> &Cri {
         &self.shared.cri
+    }
+}
+
+/// The grace period a deletion granted (deletionGracePeriodSeconds), else the pod's own.
+fn deletion_grace_period(pod: &Pod) -> Duration {
+    match pod.metadata.deletion_grace_period_seconds {
+        Some(seconds) => Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
+        None => grace_period(pod),
     }
 }
 
