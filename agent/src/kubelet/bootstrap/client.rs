@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::{ensure_crypto_provider, BootstrapError};
+use super::{install_crypto_provider, BootstrapError};
 
 /// A cheap-to-clone handle on the node's API client; call [`ApiClient::current`] per request
 /// or watch so a rotated certificate is picked up.
@@ -88,7 +88,7 @@ pub(super) fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, BootstrapError>
 }
 
 async fn load(path: &Path) -> Result<kube::Client, BootstrapError> {
-    ensure_crypto_provider();
+    install_crypto_provider();
     let kubeconfig = read_kubeconfig(path)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

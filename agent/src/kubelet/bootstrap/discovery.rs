@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::certificate::pem_certificates;
 use super::token::{BootstrapToken, CaHash};
-use super::{ensure_crypto_provider, jws, request_error, BootstrapError};
+use super::{install_crypto_provider, jws, request_error, BootstrapError};
 
 /// How long one discovery request may take before the server counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +123,7 @@ pub(super) fn server_config(server: &str) -> Result<kube::Config, BootstrapError
 
 /// Build a client from a config made here (a failure is a TLS setup failure).
 pub(super) fn build(server: &str, config: kube::Config) -> Result<kube::Client, BootstrapError> {
-    ensure_crypto_provider();
+    install_crypto_provider();
     kube::Client::try_from(config).map_err(|source| BootstrapError::Unreachable {
         server: server.to_owned(),
         source,

@@ -210,8 +210,9 @@ fn request_error(server: &str, what: &str, error: kube::Error) -> BootstrapError
     }
 }
 
-/// rustls needs one process-wide crypto provider when several are compiled in (kube uses
-/// ring, reqwest aws-lc-rs); installing it twice is harmless.
-fn ensure_crypto_provider() {
+/// Install ring as rustls' process-wide crypto provider: with several compiled in (kube uses
+/// ring, reqwest aws-lc-rs) building any TLS client panics without one. Idempotent; call it
+/// before building a `kube::Client` by hand.
+pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
