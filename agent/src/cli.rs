@@ -34,6 +34,9 @@ pub enum Command {
     /// Run the node agent: the kubelet (static pods in standalone mode) over CRI, with the
     /// built-in runtime in-process unless --container-runtime-endpoint names another.
     Agent(AgentArgs),
+    /// Join a cluster with a bootstrap token (kubeadm-style discovery and TLS bootstrap),
+    /// writing the node's kubeconfig and client certificate.
+    Join(JoinArgs),
     /// Serve the built-in CRI runtime on a unix socket.
     Cri(CriArgs),
     /// Manage images through a CRI runtime (like `crictl images`).
@@ -97,6 +100,38 @@ pub struct AgentArgs {
     /// standalone.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `capstan join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The API server URL, e.g. `https://10.0.0.1:6443`.
+    #[arg(long)]
+    pub server: String,
+    /// The bootstrap token, `<id>.<secret>`.
+    #[arg(long, env = "CAPSTAN_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The cluster CA's public key pin, `sha256:<hex>` (repeatable; any may match).
+    #[arg(long = "discovery-token-ca-cert-hash")]
+    pub ca_cert_hashes: Vec<String>,
+    /// Trust the CA that cluster-info names without a pin.
+    #[arg(long = "discovery-token-unsafe-skip-ca-verification")]
+    pub skip_ca_verification: bool,
+    /// The node's name (default: the host name, lower-cased).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Where to write the node's kubeconfig.
+    #[arg(long, default_value = "/etc/capstan/kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Where to write the client certificate and key.
+    #[arg(long, default_value = "/var/lib/capstan/pki")]
+    pub pki_dir: PathBuf,
+    /// Ask for a client certificate valid this many seconds (default: the signer's choice).
+    #[arg(long)]
+    pub certificate_expiration_seconds: Option<u64>,
+    /// How long to wait for the certificate request to be approved, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub approval_timeout_seconds: u64,
 }
 
 /// Where the CRI runtime listens.

@@ -4,6 +4,7 @@ mod agent;
 mod cri;
 mod exec;
 mod image;
+mod join;
 mod logs;
 mod pods;
 pub mod shim;
@@ -15,6 +16,7 @@ use crate::cli::Command;
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Agent(args) => agent::run(args).await,
+        Command::Join(args) => join::run(args).await,
         Command::Cri(args) => cri::run(args).await,
         Command::Image(command) => image::run(command).await,
         Command::Version(args) => version::run(args).await,

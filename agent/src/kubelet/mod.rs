@@ -8,7 +8,6 @@ pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod events;
-pub mod events;
 pub mod local_api;
 pub mod logs;
 pub mod node;
