@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
+use crate::apiserver::ApiServer;
 use crate::binaries::{capstan_bin, require_root};
 use crate::capstan::CriConfig;
 use crate::cleanup::TempRoot;
@@ -44,6 +45,8 @@ pub struct Agent {
     containerd: Option<Containerd>,
     child: Option<Child>,
     kubelet_lines: Vec<String>,
+    /// `--kubeconfig` when the agent runs in cluster mode.
+    kubeconfig: Option<PathBuf>,
 }
 
 impl Agent {
@@ -54,6 +57,42 @@ impl Agent {
 
     /// [`Self::start`] with extra `kubelet:` config lines (YAML, one key each).
     pub fn start_with(runtime: Runtime, kubelet_lines: &[&str]) -> Result<Self> {
+        let agent = Self::prepare(runtime, kubelet_lines)?;
+        agent.finish_start()
+    }
+
+    /// Join the cluster of `server` with a fresh bootstrap token (`capstan join`), then run
+    /// the agent in cluster mode with the kubeconfig the join wrote.
+    pub fn join(runtime: Runtime, server: &ApiServer, kubelet_lines: &[&str]) -> Result<Self> {
+        let mut agent = Self::prepare(runtime, kubelet_lines)?;
+        let token = server.create_bootstrap_token(None)?;
+        let kubeconfig = agent.dir.join("kubeconfig");
+        let out = Command::new(capstan_bin()?)
+            .args(["join", "--server", &server.url(), "--token", &token])
+            .args(["--discovery-token-ca-cert-hash", &server.ca_cert_hash()])
+            .args(["--node-name", &agent.node_name])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--pki-dir")
+            .arg(agent.dir.join("pki"))
+            .output()
+            .context("running capstan join")?;
+        ensure!(
+            out.status.success(),
+            "capstan join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        agent.kubeconfig = Some(kubeconfig);
+        agent.finish_start()
+    }
+
+    fn finish_start(mut self) -> Result<Self> {
+        self.write_config()?;
+        self.spawn()?;
+        Ok(self)
+    }
+
+    fn prepare(runtime: Runtime, kubelet_lines: &[&str]) -> Result<Self> {
         require_root()?;
         let images = PodImages::start()?;
         let net = PodNetwork::reference()?;
@@ -68,7 +107,7 @@ impl Agent {
                 images.pause(),
             )?),
         };
-        let mut agent = Self {
+        Ok(Self {
             images,
             net,
             env,
@@ -77,10 +116,8 @@ impl Agent {
             containerd,
             child: None,
             kubelet_lines: kubelet_lines.iter().map(|l| (*l).to_owned()).collect(),
-        };
-        agent.write_config()?;
-        agent.spawn()?;
-        Ok(agent)
+            kubeconfig: None,
+        })
     }
 
     fn write_config(&self) -> Result<()> {
@@ -118,10 +155,15 @@ impl Agent {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(capstan_bin()?)
+        let mut command = Command::new(capstan_bin()?);
+        command
             .arg("agent")
             .arg("--config")
-            .arg(self.dir.join("config.yaml"))
+            .arg(self.dir.join("config.yaml"));
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.arg("--kubeconfig").arg(kubeconfig);
+        }
+        let child = command
             .env("CAPSTAN_LOG", "info,agent=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

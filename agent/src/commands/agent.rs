@@ -72,7 +72,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     notify_ready_when(&kubelet.local_api_socket);
     let result = tokio::select! {
-        result = agent::kubelet::node::run(kubelet, &endpoint, signals) => result,
+        result = agent::kubelet::node::run(kubelet, &endpoint, args.kubeconfig.as_deref(), signals) => result,
         // The built-in runtime failing (socket in use, bad store) ends the agent.
         Some(served) = async { match builtin.as_mut() { Some(task) => Some(task.await), None => None } } => {
             match served {

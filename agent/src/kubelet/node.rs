@@ -2,16 +2,18 @@
 //! and the local API, until shutdown. Shutting down leaves every pod running (fail-static);
 //! the next start adopts them.
 
-use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::cluster::Connection;
 use super::config::KubeletConfig;
 use super::convert::{Allocatable, Amount, DnsSettings, NodeInfo, ResolvConf};
 use super::local_api;
 use super::node_state::AgentState;
+use super::node_status;
 use super::runtime::Cri;
 use super::source::{watch_directory, StaticPodDefaults};
 use super::status::PodStore;
@@ -21,10 +23,12 @@ use super::worker::{BackoffPolicy, PodWorkers, WorkerSettings};
 /// How long to wait for the runtime's socket to answer at start-up.
 const RUNTIME_WAIT: Duration = Duration::from_secs(60);
 
-/// Run the kubelet against the CRI runtime at `endpoint` until `shutdown` completes.
+/// Run the kubelet against the CRI runtime at `endpoint` until `shutdown` completes; with
+/// a `kubeconfig`, as a member of that cluster, else standalone.
 pub async fn run(
     config: KubeletConfig,
     endpoint: &str,
+    kubeconfig: Option<&Path>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let node_name = match &config.node_name {
@@ -50,7 +54,9 @@ pub async fn run(
     };
     let node = NodeInfo {
         name: node_name.clone(),
-        host_ips: vec![host_ip().map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string())],
+        host_ips: vec![
+            node_status::host_ip().map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string())
+        ],
         allocatable: Allocatable {
             cpu: Some(Amount::from_nanos(
                 i128::from(allocatable.cpu_millis) * 1_000_000,
@@ -85,7 +91,12 @@ pub async fn run(
         pull_backoff: BackoffPolicy::default(),
     };
     let store = Arc::new(PodStore::default());
-    let workers = PodWorkers::new(cri.clone(), store.clone(), settings);
+    let mut cluster = match kubeconfig {
+        Some(path) => Some(Connection::start(path, &config, &node_name, &cri, &store).await?),
+        None => None,
+    };
+    let fetcher = cluster.as_ref().map(|c| c.fetcher.clone());
+    let workers = PodWorkers::new(cri.clone(), store.clone(), settings, fetcher);
     let state = Arc::new(AgentState::new(
         store.clone(),
         cri.clone(),
@@ -111,26 +122,56 @@ pub async fn run(
     });
     tracing::info!(node = %node_name, runtime = endpoint, socket = %config.local_api_socket.display(), "agent running");
     let source = async {
-        let Some(dir) = config.static_pod_path.clone() else {
-            // No source yet: still clean up what an earlier run left.
-            workers.clean_up_orphans().await;
-            return std::future::pending::<()>().await;
-        };
         let defaults = StaticPodDefaults {
             node_name: node_name.clone(),
         };
-        let mut snapshots = watch_directory(dir, defaults);
-        let mut first = true;
+        let mut statics = config
+            .static_pod_path
+            .clone()
+            .map(|dir| watch_directory(dir, defaults));
+        let mut cleaned_up = false;
         loop {
-            let snapshot = snapshots.borrow_and_update().clone();
-            store.set_source_errors(snapshot.errors.clone());
-            workers.sync_pods(&snapshot.pods);
-            if first {
-                first = false;
+            let static_pods = match statics.as_mut() {
+                Some(snapshots) => {
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    store.set_source_errors(snapshot.errors.clone());
+                    snapshot.pods.clone()
+                }
+                None => Vec::new(),
+            };
+            let mut desired = static_pods.clone();
+            // Until the API's first list completes, API pods are unknown, not gone.
+            let complete = match cluster.as_mut() {
+                None => true,
+                Some(cluster) => {
+                    let assigned = cluster.assigned.borrow_and_update().clone();
+                    let node = cluster.node.borrow_and_update().clone();
+                    match assigned {
+                        Some(api_pods) => {
+                            desired.extend(cluster.pods.desired(
+                                &api_pods,
+                                &static_pods,
+                                node.as_ref(),
+                            ));
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            };
+            workers.sync_pods(&desired);
+            if complete && !cleaned_up {
+                cleaned_up = true;
                 workers.clean_up_orphans().await;
             }
-            if snapshots.changed().await.is_err() {
-                return;
+            let (assigned, node) = match cluster.as_mut() {
+                Some(c) => (Some(&mut c.assigned), Some(&mut c.node)),
+                None => (None, None),
+            };
+            tokio::select! {
+                () = changed(statics.as_mut()) => {}
+                () = changed(assigned) => {}
+                () = changed(node) => {}
             }
         }
     };
@@ -144,6 +185,16 @@ pub async fn run(
     workers.stop_events();
     tracing::info!(pods = workers.active(), "agent stopping; pods keep running");
     Ok(())
+}
+
+/// Resolves when the channel has a new value; never for an absent or closed one.
+async fn changed<T>(receiver: Option<&mut tokio::sync::watch::Receiver<T>>) {
+    if let Some(receiver) = receiver {
+        if receiver.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn connect_when_ready(endpoint: &str) -> anyhow::Result<Cri> {
@@ -170,24 +221,4 @@ fn clamp(bytes: u64) -> i64 {
 fn hostname() -> anyhow::Result<String> {
     let name = nix::unistd::gethostname().context("reading the host name")?;
     Ok(name.to_string_lossy().to_lowercase())
-}
-
-/// The node's IP: the first global address of the interface holding the default route.
-fn host_ip() -> Option<IpAddr> {
-    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
-    let interface = routes.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&"00000000")).then(|| fields[0].to_owned())
-    });
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let v4 = addrs.filter_map(|a| {
-        let ip = a.address?.as_sockaddr_in()?.ip();
-        Some((a.interface_name, ip))
-    });
-    let candidates: Vec<_> = v4.filter(|(_, ip)| !ip.is_loopback()).collect();
-    let chosen = match &interface {
-        Some(name) => candidates.iter().find(|(n, _)| n == name),
-        None => None,
-    };
-    chosen.or(candidates.first()).map(|(_, ip)| IpAddr::V4(*ip))
 }

@@ -2,6 +2,7 @@
 //! workers run (admission, terminal pods, deletion), where statuses go (the pod, or a static
 //! pod's mirror), and keeps mirror pods in step.
 
+mod connection;
 mod mirror;
 mod pod_source;
 mod retry;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 
+pub use connection::Connection;
 pub use mirror::{is_mirror, CONFIG_MIRROR_ANNOTATION};
 pub use pod_source::{watch_assigned, AssignedPods};
 pub use retry::Retry;

@@ -69,11 +69,9 @@ pub struct StatusSync {
 }
 
 impl StatusSync {
-    /// A status manager writing through `client`, fed from `store`'s changes.
-    pub fn start(
-        client: ApiClient,
-        store: Arc<PodStore>,
-    ) -> (StatusSync, tokio::task::JoinHandle<()>) {
+    /// A status manager writing through `client`, fed from `store`'s changes; its task runs
+    /// for the life of the agent.
+    pub fn start(client: ApiClient, store: Arc<PodStore>) -> StatusSync {
         let sync = StatusSync {
             inner: Arc::new(Inner {
                 client,
@@ -83,10 +81,10 @@ impl StatusSync {
         };
         let changes = store.subscribe();
         let feeder = sync.clone();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             tokio::join!(feeder.feed(store, changes), feeder.flush_loop());
         });
-        (sync, task)
+        sync
     }
 
     fn targets(&self) -> MutexGuard<'_, HashMap<String, Target>> {

@@ -7,4 +7,4 @@ mod store;
 
 pub use compute::{is_sidecar, pod_status, restart_policy, will_restart, StatusInput};
 pub use observed::{cri_time, ContainerHistory, ObservedContainer, RunState, Waiting};
-pub use store::{ContainerRecord, Event, EventKind, PodStore};
+pub use store::{ContainerRecord, Event, EventKind, EventListener, PodStore};

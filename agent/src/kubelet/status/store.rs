@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -76,10 +76,14 @@ struct Inner {
     source_errors: Vec<(PathBuf, String)>,
 }
 
+/// Hears every event occurrence as it is recorded (cluster mode sends them to the API).
+pub type EventListener = Arc<dyn Fn(&Pod, &Event) + Send + Sync>;
+
 /// The store; share it behind an `Arc`.
 pub struct PodStore {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<WatchEvent>,
+    listener: Mutex<Option<EventListener>>,
 }
 
 impl Default for PodStore {
@@ -87,6 +91,7 @@ impl Default for PodStore {
         Self {
             inner: Mutex::default(),
             changes: broadcast::channel(WATCH_BUFFER).0,
+            listener: Mutex::default(),
         }
     }
 }
@@ -209,6 +214,11 @@ impl PodStore {
         })
     }
 
+    /// Send every event occurrence from now on to `listener` too.
+    pub fn set_event_listener(&self, listener: EventListener) {
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+    }
+
     /// Record an event, folding a repeat of the newest matching one into its count.
     pub fn event(
         &self,
@@ -223,6 +233,24 @@ impl PodStore {
         let Some(entry) = inner.pods.get_mut(pod_uid) else {
             return;
         };
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            let occurrence = Event {
+                kind,
+                reason: reason.to_owned(),
+                message: message.clone(),
+                container: container.map(str::to_owned),
+                count: 1,
+                first: now,
+                last: now,
+            };
+            // The listener only queues (it never blocks), so calling it under the lock is fine.
+            listener(&entry.pod, &occurrence);
+        }
         let same = entry.events.iter_mut().find(|e| {
             e.reason == reason && e.message == message && e.container.as_deref() == container
         });

@@ -35,7 +35,7 @@ impl PodWorker {
             pod_ips,
             cgroup_parent: convert::pod_cgroup_parent(&settings.cgroup_root, pod)?,
             pod_log_dir: convert::pod_log_directory(&settings.pod_logs_dir, pod)?,
-            service_env: Default::default(),
+            objects: self.objects.clone(),
         })
     }
 

@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 
 pub use backoff::{Backoff, BackoffPolicy};
 
+use crate::kubelet::api_objects::ObjectFetcher;
 use crate::kubelet::convert::NodeInfo;
 use crate::kubelet::runtime::Cri;
 use crate::kubelet::status::PodStore;
@@ -67,6 +68,8 @@ struct WorkerHandle {
 
 pub(crate) struct Shared {
     cri: Cri,
+    /// Resolves the API objects pods refer to (cluster mode only).
+    objects: Option<ObjectFetcher>,
     store: Arc<PodStore>,
     volumes: VolumeManager,
     settings: WorkerSettings,
@@ -118,11 +121,18 @@ pub struct PodWorkers {
 }
 
 impl PodWorkers {
-    /// Workers over `cri`, reporting into `store`.
-    pub fn new(cri: Cri, store: Arc<PodStore>, settings: WorkerSettings) -> Self {
+    /// Workers over `cri`, reporting into `store`; `objects` resolves the configMaps,
+    /// secrets, tokens and services pods refer to (None: no API server).
+    pub fn new(
+        cri: Cri,
+        store: Arc<PodStore>,
+        settings: WorkerSettings,
+        objects: Option<ObjectFetcher>,
+    ) -> Self {
         let volumes = VolumeManager::new(settings.root_dir.join("pods"), settings.allocatable);
         let shared = Arc::new(Shared {
             cri,
+            objects,
             store,
             volumes,
             settings,

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::backoff::Backoff;
 use super::probes::Probes;
 use super::{Desired, Shared, WorkerHandle};
+use crate::kubelet::api_objects::{ObjectFetcher, PodObjects};
 use crate::kubelet::probe::ProbeUpdate;
 use crate::kubelet::status::Waiting;
 
@@ -38,6 +39,8 @@ pub(super) struct PodWorker {
     pub(super) wake_at: Option<Instant>,
     /// Back-off was seeded from the runtime's restart counts (adoption after a restart).
     pub(super) seeded: bool,
+    /// The API objects the pod refers to, as last resolved.
+    pub(super) objects: Arc<PodObjects>,
 }
 
 impl PodWorker {
@@ -77,6 +80,7 @@ pub(super) fn spawn(
         start_time: Timestamp::now(),
         wake_at: None,
         seeded: false,
+        objects: Arc::default(),
     };
     let span =
         tracing::info_span!("pod", pod = %format!("{}/{}", full_name.0, full_name.1), uid = %uid);
@@ -103,6 +107,8 @@ async fn run(
         // An error means the predecessor's worker is gone, which is as good as done.
         let _ = predecessor.wait_for(|done| *done).await;
     }
+    // A referenced configMap, secret or service changed, or a token is due: sync again.
+    let mut object_changes = settings_objects(&worker).map(|f| f.subscribe(&worker.uid));
     loop {
         let current = desired.borrow_and_update().clone();
         let pod = match current {
@@ -121,6 +127,7 @@ async fn run(
         tokio::select! {
             changed = desired.changed() => if changed.is_err() { break },
             _ = wake.notified() => {}
+            _ = object_changed(&mut object_changes) => {}
             update = worker.probe_rx.recv() => {
                 if let Some(update) = update {
                     worker.apply_probe_update(update);
@@ -134,10 +141,31 @@ async fn run(
         }
     }
     let uid = worker.uid.clone();
+    if let Some(fetcher) = settings_objects(&worker) {
+        fetcher.forget(&uid);
+    }
     worker.shared.workers().remove(&uid);
     worker
         .shared
         .container_index()
         .retain(|_, owner| *owner != uid);
     let _ = done.send(true);
+}
+
+fn settings_objects(worker: &PodWorker) -> Option<&ObjectFetcher> {
+    worker.shared.objects.as_ref()
+}
+
+/// Resolves when the pod's referenced objects changed; never without a fetcher.
+async fn object_changed(changes: &mut Option<watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The fetcher forgot the pod: stop listening rather than spin.
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }

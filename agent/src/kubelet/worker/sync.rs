@@ -35,7 +35,22 @@ enum Step {
 impl PodWorker {
     /// Drive the runtime one step toward `pod`, then publish its status.
     pub(super) async fn sync(&mut self, pod: &Arc<Pod>) -> Result<(), RuntimeError> {
-        if let Err(error) = self.shared.volumes.setup(pod) {
+        if let Some(fetcher) = &self.shared.objects {
+            match fetcher.resolve(pod).await {
+                Ok(objects) => self.objects = Arc::new(objects),
+                Err(error) => {
+                    // Like the kubelet: the pod waits, with an event naming what is missing.
+                    let message = error.to_string();
+                    self.all_waiting(pod, "ContainerCreating", &message);
+                    self.event(EventKind::Warning, "FailedMount", None, message);
+                    self.wake_by(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+                    let view = observe(&self.shared.cri, &self.uid).await?;
+                    self.publish(pod, &view, None);
+                    return Ok(());
+                }
+            }
+        }
+        if let Err(error) = self.shared.volumes.setup(pod, &self.objects) {
             self.all_waiting(pod, "ContainerCreating", &error.to_string());
             self.event(EventKind::Warning, "FailedMount", None, error.to_string());
             self.wake_by(tokio::time::Instant::now() + std::time::Duration::from_secs(5));

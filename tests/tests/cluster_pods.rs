@@ -1,0 +1,334 @@
+//! End-to-end in cluster mode: `capstan join` with a bootstrap token against the API test
+//! server, then `capstan agent` registers a Ready Node, runs pods created with the real
+//! `kubectl` (readiness probe, IP reachable from the host, configMap and secret volumes),
+//! keeps mounted configMaps current, runs preStop on deletion and removes the pod from the
+//! API, rejects pods that do not fit, mirrors static pods, and rides out an API outage.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use tests::agent::{condition, container_status, manifest, Agent, Runtime};
+use tests::apiserver::ApiServer;
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config, namespace: default}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secret, namespace: default}
+type: Opaque
+data: {password: czNjcmV0}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+  labels: {app: web}
+spec:
+  nodeName: NODE
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: web
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c]
+    args:
+    - mkdir -p /www && cat /etc/config/greeting > /www/index.html && exec httpd -f -p 8080 -h /www
+    ports: [{containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /index.html, port: 8080}
+      periodSeconds: 1
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, "echo stopped-by-prestop > /stop/prestop"]}
+    volumeMounts:
+    - {name: config, mountPath: /etc/config}
+    - {name: secret, mountPath: /etc/secret}
+    - {name: stop, mountPath: /stop}
+  volumes:
+  - name: config
+    configMap: {name: web-config}
+  - name: secret
+    secret: {secretName: web-secret}
+  - name: stop
+    hostPath: {path: STOPDIR, type: DirectoryOrCreate}
+"#;
+
+const TOO_BIG: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: too-big, namespace: default}
+spec:
+  nodeName: NODE
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sleep, "3600"]
+    resources:
+      requests: {cpu: "500"}
+"#;
+
+const STATIC: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: static-web, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#;
+
+const SLEEPER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: steady, namespace: default}
+spec:
+  nodeName: NODE
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    readinessProbe:
+      exec: {command: [cat, /tmp/ready]}
+      periodSeconds: 1
+"#;
+
+/// Poll the API object until `check` accepts it; the last object seen is in the error.
+fn wait_object(
+    server: &ApiServer,
+    agent: &Agent,
+    (resource, namespace, name): (&str, &str, &str),
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(Option<&Value>) -> bool,
+) -> Result<Option<Value>> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = server.get(resource, namespace, name);
+        if check(last.as_ref()) {
+            return Ok(last);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "{resource} {namespace}/{name} not {what} within {timeout:?}; last seen:\n{}\nagent log:\n{}",
+        serde_json::to_string_pretty(&last).unwrap_or_default(),
+        tail(&agent.log(), 60)
+    )
+}
+
+fn wait_pod(
+    server: &ApiServer,
+    agent: &Agent,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let found = wait_object(
+        server,
+        agent,
+        ("pods", "default", name),
+        Duration::from_secs(60),
+        what,
+        |pod| pod.is_some_and(&check),
+    )?;
+    found.context("pod vanished")
+}
+
+fn node_ready(server: &ApiServer, agent: &Agent) -> Result<Value> {
+    let node = wait_object(
+        server,
+        agent,
+        ("nodes", "", agent.node_name()),
+        Duration::from_secs(60),
+        "Ready",
+        |node| node.is_some_and(|n| condition(n, "Ready") == Some("True")),
+    )?;
+    node.context("node vanished")
+}
+
+fn apply(server: &ApiServer, agent: &Agent, template: &str, extra: &[(&str, &str)]) -> Result<()> {
+    let mut yaml = manifest(template, agent.images.busybox()).replace("NODE", agent.node_name());
+    for (from, to) in extra {
+        yaml = yaml.replace(from, to);
+    }
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), yaml)?;
+    let path = file.path().to_string_lossy().into_owned();
+    server.kubectl(&["apply", "-f", &path])?;
+    Ok(())
+}
+
+fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
+    let mut stream =
+        TcpStream::connect((ip, port)).with_context(|| format!("connecting {ip}:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn exec(agent: &Agent, pod: &str, command: &[&str]) -> Result<String> {
+    let mut args = vec!["exec", "-n", "default", pod, "--"];
+    args.extend_from_slice(command);
+    let out = agent.cli(&args)?;
+    ensure!(
+        out.status.success(),
+        "capstan exec {command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn restart_count(pod: &Value, container: &str) -> u64 {
+    container_status(pod, container)
+        .and_then(|s| s["restartCount"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn joined_node_runs_api_pods_with_volumes_and_deletes_them_gracefully() -> Result<()> {
+    let server = ApiServer::start()?;
+    let agent = Agent::join(Runtime::Builtin, &server, &[])?;
+    let node = node_ready(&server, &agent)?;
+    let labels = &node["metadata"]["labels"];
+    ensure!(labels["kubernetes.io/hostname"] == agent.node_name(), "{labels}");
+    ensure!(
+        server.kubectl(&["get", "nodes"])?.contains(agent.node_name()),
+        "kubectl does not list the node"
+    );
+    let lease = server.get("leases", "kube-node-lease", agent.node_name());
+    ensure!(lease.is_some(), "no node lease");
+
+    let stop_dir = tempfile::tempdir()?;
+    let stop_path = stop_dir.path().join("hooks");
+    apply(
+        &server,
+        &agent,
+        WEB,
+        &[("STOPDIR", &stop_path.to_string_lossy())],
+    )?;
+    let pod = wait_pod(&server, &agent, "web", "Running and Ready", |p| {
+        phase(p) == "Running" && condition(p, "Ready") == Some("True")
+    })?;
+    let ip = pod["status"]["podIP"].as_str().context("podIP")?.to_owned();
+    let body = http_get(&ip, 8080, "/index.html")?;
+    ensure!(body.contains("hello"), "pod answered {body}");
+
+    // Secret volumes live on tmpfs, never on disk.
+    let uid = pod["metadata"]["uid"].as_str().context("uid")?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let secret_mount = mounts
+        .lines()
+        .find(|l| l.contains(uid) && l.contains("web-secret") || l.contains(uid) && l.contains("/secret"));
+    let secret_mount = secret_mount.context("no mount for the secret volume")?;
+    ensure!(secret_mount.split_whitespace().nth(2) == Some("tmpfs"), "{secret_mount}");
+    ensure!(exec(&agent, "web", &["cat", "/etc/secret/password"])? == "s3cret");
+
+    // A configMap change reaches the mounted file.
+    server.kubectl(&[
+        "patch", "configmap", "web-config", "--type", "merge", "-p", r#"{"data":{"greeting":"changed"}}"#,
+    ])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = exec(&agent, "web", &["cat", "/etc/config/greeting"])?;
+        if seen == "changed" {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "configMap update not seen; file says {seen:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // A pod that does not fit is Failed with the kubelet's reason.
+    apply(&server, &agent, TOO_BIG, &[])?;
+    let big = wait_pod(&server, &agent, "too-big", "Failed", |p| phase(p) == "Failed")?;
+    ensure!(big["status"]["reason"] == "OutOfcpu", "{}", big["status"]);
+
+    // Deletion: preStop runs, then the agent removes the pod from the API.
+    server.kubectl(&["delete", "pod", "web", "--wait=false"])?;
+    wait_object(
+        &server,
+        &agent,
+        ("pods", "default", "web"),
+        Duration::from_secs(30),
+        "deleted",
+        |pod| pod.is_none(),
+    )?;
+    let hook = std::fs::read_to_string(stop_path.join("prestop")).unwrap_or_default();
+    ensure!(hook.trim() == "stopped-by-prestop", "preStop did not run: {hook:?}");
+    Ok(())
+}
+
+#[test]
+fn static_pods_get_mirror_pods_in_the_api() -> Result<()> {
+    let server = ApiServer::start()?;
+    let agent = Agent::join(Runtime::Builtin, &server, &[])?;
+    node_ready(&server, &agent)?;
+    agent.write_manifest("static.yaml", &manifest(STATIC, agent.images.busybox()))?;
+    let name = format!("static-web-{}", agent.node_name());
+    let mirror = wait_pod(&server, &agent, &name, "Running", |p| phase(p) == "Running")?;
+    let annotations = &mirror["metadata"]["annotations"];
+    ensure!(annotations["kubernetes.io/config.mirror"].is_string(), "{annotations}");
+    ensure!(mirror["metadata"]["ownerReferences"][0]["kind"] == "Node");
+    agent.remove_manifest("static.yaml")?;
+    wait_object(
+        &server,
+        &agent,
+        ("pods", "default", &name),
+        Duration::from_secs(30),
+        "deleted",
+        |pod| pod.is_none(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn api_outage_keeps_pods_running_and_statuses_converge() -> Result<()> {
+    let mut server = ApiServer::start()?;
+    let agent = Agent::join(Runtime::Builtin, &server, &[])?;
+    node_ready(&server, &agent)?;
+    apply(&server, &agent, SLEEPER, &[])?;
+    wait_pod(&server, &agent, "steady", "Running", |p| phase(p) == "Running")?;
+
+    server.stop();
+    // While the API is away the pod becomes ready; the API hears of it on its return.
+    exec(&agent, "steady", &["touch", "/tmp/ready"])?;
+    std::thread::sleep(Duration::from_secs(30));
+    server.restart()?;
+    let back = Instant::now();
+    let pod = wait_pod(&server, &agent, "steady", "Ready after the outage", |p| {
+        condition(p, "Ready") == Some("True")
+    })?;
+    ensure!(
+        back.elapsed() <= Duration::from_secs(10),
+        "status converged only {:?} after the API returned",
+        back.elapsed()
+    );
+    ensure!(restart_count(&pod, "app") == 0, "container restarted: {}", pod["status"]);
+    let node = node_ready(&server, &agent)?;
+    ensure!(condition(&node, "Ready") == Some("True"));
+    Ok(())
+}
