@@ -321,7 +321,8 @@ impl Security {
             .token_request(namespace, name, &body, objects, Timestamp::now())
     }
 
-    /// POST of a review: `tokenreviews`, `subjectaccessreviews`, `selfsubjectaccessreviews`.
+    /// POST of a review: `tokenreviews`, `subjectaccessreviews`, `selfsubjectaccessreviews`,
+    /// `selfsubjectreviews` (`kubectl auth whoami`).
     pub fn create_review(
         &self,
         user: Option<&User>,
@@ -362,6 +363,7 @@ impl Security {
                     allowed,
                 ))
             }
+            "selfsubjectreviews" => Ok(review::self_subject_review(user)),
             other => Err(ApiError::not_found(other, "")),
         }
     }

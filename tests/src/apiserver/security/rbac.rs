@@ -117,7 +117,11 @@ const RULES: &[Rule] = &[
         who: Who::Group(AUTHENTICATED),
         verbs: &["create"],
         what: What::Resources {
-            resources: &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+            resources: &[
+                "selfsubjectaccessreviews",
+                "selfsubjectrulesreviews",
+                "selfsubjectreviews",
+            ],
             namespace: None,
             name: None,
         },

@@ -161,6 +161,20 @@ pub(super) fn access_review(
     })
 }
 
+/// The SelfSubjectReview answer: who the requester is.
+pub(super) fn self_subject_review(user: Option<&User>) -> Value {
+    let info = match user {
+        Some(u) => json!({ "username": u.name, "uid": u.uid, "groups": u.groups }),
+        None => json!({ "username": ANONYMOUS, "groups": ["system:unauthenticated"] }),
+    };
+    json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": { "creationTimestamp": null },
+        "status": { "userInfo": info },
+    })
+}
+
 fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)

@@ -438,4 +438,188 @@ fn access_reviews_answer_from_the_rule_table() {
     assert_eq!(mine["status"]["allowed"], true);
     assert_eq!(ask("pods", "ns2")["status"]["allowed"], false);
     assert_eq!(ask("secrets", "ns1")["status"]["allowed"], false);
+
+    let whoami = review(&sec, &objects, Some(&sa), "selfsubjectreviews", json!({}));
+    assert_eq!(
+        whoami["status"]["userInfo"]["username"],
+        "system:serviceaccount:ns1:default"
+    );
+    assert_eq!(
+        sec.create_review(None, "selfsubjectreviews", json!({}), &objects)
+            .unwrap_err()
+            .code,
+        403
+    );
+}
+
+/// Completes a TLS handshake against `tls_config` and returns the client certificate the
+/// server saw (None = anonymous), or the handshake error.
+fn handshake(
+    sec: &Security,
+    client_cert: Option<(String, String)>,
+    ca_pem: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = sec.tls_config();
+    let server = std::thread::spawn(move || -> Result<Option<Vec<u8>>, String> {
+        let (mut tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut conn = rustls::ServerConnection::new(config).map_err(|e| e.to_string())?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+        }
+        assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        Ok(conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec()))
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut client_config = match client_cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(client_config),
+        ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    let client_result = (|| {
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)?;
+        }
+        // TLS 1.3 reports a refused client certificate after the handshake: flush and read.
+        conn.complete_io(&mut tcp).map(|_| ())
+    })();
+    drop(tcp);
+    let server_result = server.join().unwrap();
+    client_result.map_err(|e| e.to_string())?;
+    server_result
+}
+
+#[test]
+fn tls_accepts_anonymous_and_ca_signed_clients_only() {
+    let sec = Security::new().unwrap();
+    assert_eq!(handshake(&sec, None, &sec.ca_pem()), Ok(None));
+    let node = sec
+        .issue_client_cert(
+            "system:node:n1",
+            &["system:nodes"],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let seen = handshake(&sec, Some(node), &sec.ca_pem()).unwrap().unwrap();
+    let user = sec
+        .authenticate(Some(&seen), None, &MemObjects::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.name, "system:node:n1");
+    let other = Security::new().unwrap();
+    let foreign = other
+        .issue_client_cert("mallory", &[], Duration::from_secs(600))
+        .unwrap();
+    assert!(handshake(&sec, Some(foreign), &sec.ca_pem()).is_err());
+    // The serving certificate chains to the CA only.
+    assert!(handshake(&sec, None, &other.ca_pem()).is_err());
+}
+
+/// A CSR object around `pem` (from openssl) for the kubelet client signer.
+fn csr_object(pem: &[u8], usages: Value) -> Value {
+    json!({
+        "metadata": {"name": "csr-1"},
+        "spec": {"request": STANDARD.encode(pem), "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                 "usages": usages, "username": "system:bootstrap:abcdef", "groups": ["system:bootstrappers"]},
+    })
+}
+
+#[test]
+fn openssl_made_ecdsa_and_rsa_csrs_are_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, key_args) in [
+        (
+            "ec",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+        ("rsa", &["-newkey", "rsa:2048"][..]),
+    ] {
+        let key = dir.path().join(format!("{name}.key"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-nodes",
+                "-subj",
+                "/O=system:nodes/CN=system:node:n1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .args(key_args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sec = Security::new().unwrap();
+        let objects = MemObjects::default();
+        let csr = csr_object(
+            &out.stdout,
+            json!(["digital signature", "key encipherment", "client auth"]),
+        );
+        objects.put("certificatesigningrequests", "", csr.clone());
+        sec.after_write("certificatesigningrequests", &csr, &objects, true);
+        let stored = objects
+            .get("certificatesigningrequests", "", "csr-1")
+            .unwrap();
+        let cert = stored["status"]["certificate"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {stored}"));
+        let pem = String::from_utf8(STANDARD.decode(cert).unwrap()).unwrap();
+        let user = sec
+            .authenticate(Some(&super::testing::pem_der(&pem)), None, &objects)
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.name, "system:node:n1", "{name}");
+        // The issued certificate carries the requester's key: openssl agrees it matches.
+        let cert_path = dir.path().join(format!("{name}.crt"));
+        std::fs::write(&cert_path, &pem).unwrap();
+        let pubkey = |args: &[&str]| {
+            std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap()
+                .stdout
+        };
+        let from_cert = pubkey(&[
+            "x509",
+            "-noout",
+            "-pubkey",
+            "-in",
+            cert_path.to_str().unwrap(),
+        ]);
+        let from_key = pubkey(&["pkey", "-pubout", "-in", key.to_str().unwrap()]);
+        assert_eq!(from_cert, from_key, "{name}");
+    }
 }
