@@ -1,15 +1,18 @@
-//! Container environment (`makeEnvironmentVariables`): envFrom, env values with `$(VAR)`
-//! expansion against earlier variables, downward API field and resource references.
+//! Container environment (`makeEnvironmentVariables`): envFrom (ConfigMaps and Secrets,
+//! prefixed, invalid names skipped), then env values with `$(VAR)` expansion against earlier
+//! variables and service variables, downward API field and resource references,
+//! configMapKeyRef and secretKeyRef; service variables the container does not define last.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
+use k8s_openapi::api::core::v1::{Container, Pod};
 
+use super::downward::{pod_field_value, resource_field_value};
 use super::error::ConvertError;
 use super::expansion::expand;
-use super::quantity::{parse_field, Amount};
-use super::resources::container_resources;
-use super::{container_path, NodeInfo, PodContext};
+use super::service_env::service_env;
+use super::{container_path, PodContext};
+use crate::kubelet::api_objects::PodObjects;
 
 /// The container's environment in declaration order (a later duplicate replaces the value
 /// of the first), followed by service variables the container does not define.
@@ -19,24 +22,14 @@ pub fn container_env(
     ctx: &PodContext,
 ) -> Result<Vec<(String, String)>, ConvertError> {
     let base = container_path(pod, container);
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let objects: &PodObjects = &ctx.objects;
+    let services = service_env(pod, objects.services());
     let mut env = OrderedEnv::default();
     for (i, from) in container.env_from.iter().flatten().enumerate() {
         let field = format!("{base}.envFrom[{i}]");
-        if let Some(cm) = &from.config_map_ref {
-            if !cm.optional.unwrap_or(false) {
-                return Err(ConvertError::needs_api_server(
-                    format!("{field}.configMapRef"),
-                    format!("ConfigMap {:?}", cm.name),
-                ));
-            }
-        }
-        if let Some(secret) = &from.secret_ref {
-            if !secret.optional.unwrap_or(false) {
-                return Err(ConvertError::needs_api_server(
-                    format!("{field}.secretRef"),
-                    format!("Secret {:?}", secret.name),
-                ));
-            }
+        for (name, value) in env_from_values(from, objects, namespace, &field)?.valid {
+            env.set(&name, value);
         }
     }
     for var in container.env.iter().flatten() {
@@ -44,11 +37,17 @@ pub fn container_env(
         let value = var.value.as_deref().unwrap_or_default();
         let resolved = if !value.is_empty() {
             expand(value, |name| {
-                env.get(name).or_else(|| ctx.service_env.get(name)).cloned()
+                env.get(name).or_else(|| services.get(name)).cloned()
             })
         } else if let Some(source) = &var.value_from {
             if let Some(selector) = &source.field_ref {
-                pod_field_value(pod, ctx, selector, &format!("{field}.valueFrom.fieldRef"))?
+                pod_field_value(
+                    pod,
+                    &ctx.node.host_ips,
+                    &ctx.pod_ips,
+                    selector,
+                    &format!("{field}.valueFrom.fieldRef"),
+                )?
             } else if let Some(selector) = &source.resource_field_ref {
                 resource_field_value(
                     pod,
@@ -58,21 +57,55 @@ pub fn container_env(
                     &format!("{field}.valueFrom.resourceFieldRef"),
                 )?
             } else if let Some(cm) = &source.config_map_key_ref {
-                if cm.optional.unwrap_or(false) {
-                    continue;
+                let field = format!("{field}.valueFrom.configMapKeyRef");
+                let optional = cm.optional.unwrap_or(false);
+                let Some(map) = objects.config_map(&cm.name) else {
+                    if optional {
+                        continue;
+                    }
+                    return Err(ConvertError::missing(
+                        field,
+                        format!("configmap {:?} not found", cm.name),
+                    ));
+                };
+                match map.data.as_ref().and_then(|d| d.get(&cm.key)) {
+                    Some(v) => v.clone(),
+                    None if optional => continue,
+                    None => {
+                        return Err(ConvertError::missing(
+                            field,
+                            format!(
+                                "couldn't find key {} in ConfigMap {namespace}/{}",
+                                cm.key, cm.name
+                            ),
+                        ))
+                    }
                 }
-                return Err(ConvertError::needs_api_server(
-                    format!("{field}.valueFrom.configMapKeyRef"),
-                    format!("ConfigMap {:?}", cm.name),
-                ));
-            } else if let Some(secret) = &source.secret_key_ref {
-                if secret.optional.unwrap_or(false) {
-                    continue;
+            } else if let Some(sk) = &source.secret_key_ref {
+                let field = format!("{field}.valueFrom.secretKeyRef");
+                let optional = sk.optional.unwrap_or(false);
+                let Some(secret) = objects.secret(&sk.name) else {
+                    if optional {
+                        continue;
+                    }
+                    return Err(ConvertError::missing(
+                        field,
+                        format!("secret {:?} not found", sk.name),
+                    ));
+                };
+                match secret.data.as_ref().and_then(|d| d.get(&sk.key)) {
+                    Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                    None if optional => continue,
+                    None => {
+                        return Err(ConvertError::missing(
+                            field,
+                            format!(
+                                "couldn't find key {} in Secret {namespace}/{}",
+                                sk.key, sk.name
+                            ),
+                        ))
+                    }
                 }
-                return Err(ConvertError::needs_api_server(
-                    format!("{field}.valueFrom.secretKeyRef"),
-                    format!("Secret {:?}", secret.name),
-                ));
             } else {
                 String::new()
             }
@@ -81,12 +114,117 @@ pub fn container_env(
         };
         env.set(&var.name, resolved);
     }
-    for (name, value) in &ctx.service_env {
+    for (name, value) in &services {
         if env.get(name).is_none() {
             env.set(name, value.clone());
         }
     }
     Ok(env.vars)
+}
+
+/// The kubelet's `InvalidEnvironmentVariableNames` warnings for the container: one message
+/// per envFrom source whose keys (with the prefix) are not valid variable names.
+pub fn invalid_env_from_keys(
+    pod: &Pod,
+    container: &Container,
+    objects: &PodObjects,
+) -> Vec<String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut out = Vec::new();
+    for from in container.env_from.iter().flatten() {
+        let Ok(values) = env_from_values(from, objects, namespace, "") else {
+            continue;
+        };
+        if values.invalid.is_empty() {
+            continue;
+        }
+        let (kind, name) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(cm), _) => ("configMap", cm.name.as_str()),
+            (None, Some(s)) => ("secret", s.name.as_str()),
+            (None, None) => continue,
+        };
+        out.push(format!(
+            "Keys [{}] from the EnvFrom {kind} {namespace}/{name} were skipped since they are considered invalid environment variable names.",
+            values.invalid.join(", ")
+        ));
+    }
+    out
+}
+
+/// The variables one envFrom source yields, and its (prefixed) keys that are not valid names.
+struct EnvFromValues {
+    valid: Vec<(String, String)>,
+    invalid: Vec<String>,
+}
+
+fn env_from_values(
+    from: &k8s_openapi::api::core::v1::EnvFromSource,
+    objects: &PodObjects,
+    namespace: &str,
+    field: &str,
+) -> Result<EnvFromValues, ConvertError> {
+    let prefix = from.prefix.as_deref().unwrap_or("");
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(cm) = &from.config_map_ref {
+        match objects.config_map(&cm.name) {
+            Some(map) => pairs.extend(
+                map.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            ),
+            None if cm.optional.unwrap_or(false) => {}
+            None => {
+                return Err(ConvertError::missing(
+                    format!("{field}.configMapRef"),
+                    format!("configmap {:?} not found in namespace {namespace}", cm.name),
+                ))
+            }
+        }
+    } else if let Some(secret) = &from.secret_ref {
+        match objects.secret(&secret.name) {
+            Some(s) => pairs.extend(
+                s.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned())),
+            ),
+            None if secret.optional.unwrap_or(false) => {}
+            None => {
+                return Err(ConvertError::missing(
+                    format!("{field}.secretRef"),
+                    format!(
+                        "secret {:?} not found in namespace {namespace}",
+                        secret.name
+                    ),
+                ))
+            }
+        }
+    }
+    let mut out = EnvFromValues {
+        valid: Vec::new(),
+        invalid: Vec::new(),
+    };
+    for (key, value) in pairs {
+        let name = format!("{prefix}{key}");
+        if is_env_var_name(&name) {
+            out.valid.push((name, value));
+        } else {
+            out.invalid.push(name);
+        }
+    }
+    out.invalid.sort();
+    Ok(out)
+}
+
+/// apimachinery's `IsEnvVarName`: `[-._a-zA-Z][-._a-zA-Z0-9]*`.
+fn is_env_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    match bytes.next() {
+        Some(first) if ok(first) && !first.is_ascii_digit() => bytes.all(ok),
+        _ => false,
+    }
 }
 
 /// Variables in first-declaration order with last-declaration values.
@@ -113,224 +251,6 @@ impl OrderedEnv {
             }
         }
     }
-}
-
-/// A downward API `fieldRef` value (`podFieldSelectorRuntimeValue`); `field` names the
-/// selector in errors.
-pub fn pod_field_value(
-    pod: &Pod,
-    ctx: &PodContext,
-    selector: &ObjectFieldSelector,
-    field: &str,
-) -> Result<String, ConvertError> {
-    let version = selector.api_version.as_deref().unwrap_or("v1");
-    if version != "v1" {
-        return Err(ConvertError::invalid(
-            format!("{field}.apiVersion"),
-            format!("unsupported pod version: {version}"),
-        ));
-    }
-    let path_field = format!("{field}.fieldPath");
-    let path = selector.field_path.as_str();
-    let meta = &pod.metadata;
-    if let Some((map, key)) = split_subscript(path) {
-        let source = match map {
-            "metadata.labels" => &meta.labels,
-            "metadata.annotations" => &meta.annotations,
-            _ => {
-                return Err(ConvertError::invalid(
-                    path_field,
-                    format!("field label does not support subscript: {path}"),
-                ))
-            }
-        };
-        return Ok(source
-            .as_ref()
-            .and_then(|m| m.get(key))
-            .cloned()
-            .unwrap_or_default());
-    }
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let spec = pod.spec.as_ref();
-    let value = match path {
-        "metadata.name" => text(&meta.name),
-        "metadata.namespace" => text(&meta.namespace),
-        "metadata.uid" => text(&meta.uid),
-        "metadata.labels" => format_map(meta.labels.as_ref()),
-        "metadata.annotations" => format_map(meta.annotations.as_ref()),
-        "spec.nodeName" | "spec.host" => spec.map(|s| text(&s.node_name)).unwrap_or_default(),
-        "spec.serviceAccountName" => spec
-            .map(|s| text(&s.service_account_name))
-            .unwrap_or_default(),
-        "status.hostIP" => ctx.node.host_ips.first().cloned().ok_or_else(|| {
-            ConvertError::invalid(&path_field, "the node has no IP address to report")
-        })?,
-        "status.hostIPs" => ctx.node.host_ips.join(","),
-        "status.podIP" => ctx.pod_ips.first().cloned().unwrap_or_default(),
-        "status.podIPs" => ctx.pod_ips.join(","),
-        _ => {
-            return Err(ConvertError::invalid(
-                path_field,
-                format!("unsupported fieldPath: {path}"),
-            ))
-        }
-    };
-    Ok(value)
-}
-
-/// `SplitMaybeSubscriptedPath`: `metadata.labels['k']` → (`metadata.labels`, `k`).
-fn split_subscript(path: &str) -> Option<(&str, &str)> {
-    let inner = path.strip_suffix("']")?;
-    let (map, key) = inner.split_once("['")?;
-    (!map.is_empty()).then_some((map, key))
-}
-
-/// `fieldpath.FormatMap`: sorted `key="value"` lines, values quoted like Go's `%q`.
-fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Go's `strconv.Quote`, close enough for label and annotation values.
-fn go_quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x80 && c.is_control() => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() && (c as u32) <= 0xffff => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\U{:08x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A downward API `resourceFieldRef` value (`containerResourceRuntimeValue`), with unset
-/// cpu/memory/ephemeral-storage limits reported as node allocatable.
-pub fn resource_field_value(
-    pod: &Pod,
-    container: &Container,
-    selector: &ResourceFieldSelector,
-    node: &NodeInfo,
-    field: &str,
-) -> Result<String, ConvertError> {
-    let target = match selector.container_name.as_deref().filter(|n| !n.is_empty()) {
-        None => container,
-        Some(name) => {
-            let spec = pod.spec.as_ref();
-            let apps = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
-            let inits = spec
-                .and_then(|s| s.init_containers.as_deref())
-                .unwrap_or_default();
-            apps.iter()
-                .chain(inits)
-                .find(|c| c.name == name)
-                .ok_or_else(|| {
-                    ConvertError::invalid(
-                        format!("{field}.containerName"),
-                        format!("container {name:?} not found in the pod"),
-                    )
-                })?
-        }
-    };
-    let mut res = container_resources(pod, target)?;
-    let allocatable = [
-        ("cpu", node.allocatable.cpu),
-        ("memory", node.allocatable.memory),
-        ("ephemeral-storage", node.allocatable.ephemeral_storage),
-    ];
-    for (name, node_amount) in allocatable {
-        if res.limit(name).is_zero() {
-            if let Some(amount) = node_amount {
-                res.limits.insert(name.to_owned(), amount);
-            }
-        }
-    }
-    let resource = selector.resource.as_str();
-    let (side, name) = match resource.split_once('.') {
-        Some(("limits", name)) => (&res.limits, name),
-        Some(("requests", name)) => (&res.requests, name),
-        _ => return Err(unsupported(field, resource)),
-    };
-    let is_cpu = name == "cpu";
-    if !(is_cpu
-        || name == "memory"
-        || name == "ephemeral-storage"
-        || name.starts_with("hugepages-"))
-    {
-        return Err(unsupported(field, resource));
-    }
-    let divisor = match &selector.divisor {
-        Some(q) => parse_field(&format!("{field}.divisor"), q)?,
-        None => Amount::ZERO,
-    };
-    let divisor = if divisor.is_zero() {
-        Amount::from_units(1)
-    } else {
-        divisor
-    };
-    if !divisor_allowed(is_cpu, divisor) {
-        let allowed = if is_cpu {
-            "1m and 1 are"
-        } else {
-            "1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi, 1Ei are"
-        };
-        return Err(ConvertError::invalid(
-            format!("{field}.divisor"),
-            format!("only divisor's values {allowed} supported with the {name} resource"),
-        ));
-    }
-    let amount = side.get(name).copied().unwrap_or_default();
-    let (numerator, denominator) = if is_cpu {
-        (amount.milli_value(), divisor.milli_value())
-    } else {
-        (amount.value(), divisor.value())
-    };
-    Ok(ceil_div(numerator, denominator).to_string())
-}
-
-fn unsupported(field: &str, resource: &str) -> ConvertError {
-    ConvertError::invalid(
-        format!("{field}.resource"),
-        format!("unsupported container resource: {resource}"),
-    )
-}
-
-/// The divisors API validation admits (`validContainerResourceDivisorFor*`).
-fn divisor_allowed(is_cpu: bool, divisor: Amount) -> bool {
-    let units = |n: i64| Amount::from_units(n);
-    if is_cpu {
-        return divisor == Amount::from_nanos(1_000_000) || divisor == units(1);
-    }
-    let decimal = (0..=18).step_by(3).map(|e| units(10i64.pow(e)));
-    let binary = (1..=6).map(|k| units(1i64 << (10 * k)));
-    decimal.chain(binary).any(|d| d == divisor)
-}
-
-/// `ceil(n / d)` for non-negative n and positive d.
-fn ceil_div(n: i64, d: i64) -> i64 {
-    if d <= 0 {
-        return n;
-    }
-    n / d + i64::from(n % d != 0)
 }
 
 #[cfg(test)]

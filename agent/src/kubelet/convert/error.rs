@@ -23,9 +23,9 @@ pub enum Problem {
         /// Why it was refused.
         reason: QuantityError,
     },
-    /// A reference to an object only the API server has (ConfigMap, Secret).
-    #[error("{0} needs the API server, which standalone mode does not have")]
-    NeedsApiServer(String),
+    /// A referenced ConfigMap or Secret, or a key of one, does not exist (and is not optional).
+    #[error("{0}")]
+    Missing(String),
     /// A value outside what the field accepts.
     #[error("{0}")]
     Invalid(String),
@@ -51,11 +51,11 @@ impl ConvertError {
         }
     }
 
-    /// An error about `field` referencing `what`, which only the API server can provide.
-    pub fn needs_api_server(field: impl Into<String>, what: impl Into<String>) -> Self {
+    /// An error about `field` referencing something that does not exist.
+    pub fn missing(field: impl Into<String>, what: impl Into<String>) -> Self {
         Self {
             field: field.into(),
-            problem: Problem::NeedsApiServer(what.into()),
+            problem: Problem::Missing(what.into()),
         }
     }
 }

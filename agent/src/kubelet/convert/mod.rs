@@ -14,14 +14,16 @@
 //! Pods are taken as written: requests default from limits and an empty `dnsPolicy` means
 //! ClusterFirst, as API defaulting would have made them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use crate::kubelet::api_objects::PodObjects;
+
 mod container;
 mod dns;
+mod downward;
 mod env;
 mod error;
 pub mod expansion;
@@ -30,12 +32,14 @@ mod quantity;
 mod resources;
 mod sandbox;
 mod security;
+mod service_env;
 #[cfg(test)]
 mod test_support;
 
 pub use container::{container_config, container_log_path, ContainerInputs};
 pub use dns::{pod_dns_config, DnsSettings, ResolvConf, ResolvConfError};
-pub use env::{container_env, pod_field_value, resource_field_value};
+pub use downward::{format_map, pod_field_value, resource_field_value};
+pub use env::{container_env, invalid_env_from_keys};
 pub use error::{ConvertError, Problem};
 pub use labels::*;
 pub use quantity::{parse_field as parse_quantity_field, Amount, QuantityError};
@@ -48,6 +52,7 @@ pub use sandbox::{pod_hostname_and_domain, pod_log_directory, port_mappings, san
 pub use security::{
     container_security_context, namespace_options, sandbox_security_context, verify_run_as_non_root,
 };
+pub use service_env::service_env;
 
 /// Facts about the node that shape every pod's CRI config.
 #[derive(Debug, Clone, Default)]
@@ -95,9 +100,9 @@ pub struct PodContext {
     pub cgroup_parent: String,
     /// `<podLogsDir>/<ns>_<name>_<uid>` (see [`pod_log_directory`]).
     pub pod_log_dir: PathBuf,
-    /// Service environment variables (`FOO_SERVICE_HOST`, ...), already filtered by
-    /// `enableServiceLinks`; empty in standalone mode.
-    pub service_env: BTreeMap<String, String>,
+    /// The API objects the pod refers to (ConfigMaps and Secrets for env and envFrom,
+    /// Services for service variables); empty for static pods without an API server.
+    pub objects: Arc<PodObjects>,
 }
 
 /// JSON path of a container, e.g. `spec.containers[web]` or `spec.initContainers[setup]`.

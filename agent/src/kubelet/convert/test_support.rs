@@ -67,6 +67,6 @@ pub fn ctx(node: NodeInfo) -> PodContext {
         pod_ips: vec!["10.0.0.5".into(), "fd10::5".into()],
         cgroup_parent: "/kubepods/burstable/podu1".into(),
         pod_log_dir: PathBuf::from("/var/log/pods/default_web_u1"),
-        service_env: Default::default(),
+        objects: Default::default(),
     }
 }

@@ -1,8 +1,8 @@
 //! downwardAPI volume contents: fieldRef (pod metadata) and resourceFieldRef (container
-//! resources, unset limits defaulting to node allocatable), formatted as the kubelet does.
+//! resources, unset limits defaulting to node allocatable), with the values computed by
+//! the same code as downward API env vars (`convert`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::{
     Container, DownwardAPIVolumeSource, ObjectFieldSelector, Pod, ResourceFieldSelector,
@@ -11,10 +11,21 @@ use k8s_openapi::api::core::v1::{
 use super::allocatable::NodeAllocatable;
 use super::atomic_writer::{clean_item_path, FileProjection, Payload};
 use super::error::VolumeError;
-use super::quantity::Quantity;
+use crate::kubelet::convert::{
+    pod_field_value, resource_field_value, Allocatable, Amount, NodeInfo,
+};
 
 /// The API's default file mode for downwardAPI items.
 const DEFAULT_MODE: i32 = 0o644;
+
+/// The field paths API validation allows in downwardAPI volumes (no spec or status fields).
+const VOLUME_FIELD_PATHS: [&str; 5] = [
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+];
 
 /// The files of one downwardAPI volume.
 pub(super) fn payload(
@@ -29,6 +40,7 @@ pub(super) fn payload(
     };
     let default_mode = checked_mode(source.default_mode.unwrap_or(DEFAULT_MODE))
         .ok_or_else(|| invalid("defaultMode must be between 0 and 0777".into()))?;
+    let node = OnceLock::new();
     let mut out = Payload::new();
     for item in source.items.iter().flatten() {
         let path = clean_item_path(&item.path).map_err(|reason| VolumeError::InvalidItemPath {
@@ -44,7 +56,7 @@ pub(super) fn payload(
         };
         let data = match (&item.field_ref, &item.resource_field_ref) {
             (Some(f), None) => field_value(pod, f),
-            (None, Some(r)) => resource_value(pod, r, allocatable),
+            (None, Some(r)) => resource_value(pod, r, node.get_or_init(|| node_info(allocatable))),
             _ => Err("exactly one of fieldRef and resourceFieldRef is required".to_string()),
         }
         .map_err(|e| invalid(format!("item {path:?}: {e}")))?;
@@ -66,108 +78,22 @@ fn checked_mode(mode: i32) -> Option<u32> {
     u32::try_from(mode).ok().filter(|m| *m <= 0o777)
 }
 
-/// The value of a metadata field path (the set the API allows in downwardAPI volumes).
+/// A metadata field path's value; spec and status fields are refused in volumes.
 fn field_value(pod: &Pod, selector: &ObjectFieldSelector) -> Result<String, String> {
-    let meta = &pod.metadata;
     let path = selector.field_path.as_str();
-    if let Some((field, key)) = split_subscript(path) {
-        let map = match field {
-            "metadata.labels" => &meta.labels,
-            "metadata.annotations" => &meta.annotations,
-            _ => return Err(format!("unsupported fieldPath {path:?}")),
-        };
-        return Ok(map
-            .as_ref()
-            .and_then(|m| m.get(key))
-            .cloned()
-            .unwrap_or_default());
+    let base = path.split_once("['").map_or(path, |(b, _)| b);
+    let subscript_ok = base == path || base == "metadata.labels" || base == "metadata.annotations";
+    if !VOLUME_FIELD_PATHS.contains(&base) || !subscript_ok {
+        return Err(format!("unsupported fieldPath {path:?}"));
     }
-    match path {
-        "metadata.name" => Ok(meta.name.clone().unwrap_or_default()),
-        // Static pods without a namespace are defaulted to "default" by the kubelet.
-        "metadata.namespace" => Ok(meta.namespace.clone().unwrap_or_else(|| "default".into())),
-        "metadata.uid" => Ok(meta.uid.clone().unwrap_or_default()),
-        "metadata.labels" => Ok(format_map(meta.labels.as_ref())),
-        "metadata.annotations" => Ok(format_map(meta.annotations.as_ref())),
-        _ => Err(format!("unsupported fieldPath {path:?}")),
-    }
+    pod_field_value(pod, &[], &[], selector, "fieldRef").map_err(|e| e.to_string())
 }
 
-/// `metadata.labels['app']` → (`metadata.labels`, `app`), as SplitMaybeSubscriptedPath.
-fn split_subscript(path: &str) -> Option<(&str, &str)> {
-    let inner = path.strip_suffix("']")?;
-    let (field, key) = inner.split_once("['")?;
-    (!field.is_empty()).then_some((field, key))
-}
-
-/// `key="value"` lines in key order, Go-quoted, no trailing newline (the kubelet's FormatMap).
-pub(super) fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in map.into_iter().flatten().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(&go_quote(v));
-    }
-    out
-}
-
-/// Go's `strconv.Quote`: printable characters as is, the rest escaped.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if go_printable(c) => out.push(c),
-            c if (c as u32) < 0x80 => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Go's unicode.IsPrint for what label and annotation values hold: no controls, no spaces
-/// other than U+0020, no format or private-use characters.
-fn go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    let u = c as u32;
-    let format_or_private = matches!(u,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
-        | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
-        | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF | 0xE0001..=0xE007F);
-    !format_or_private
-}
-
-/// A container resource value divided by the divisor and rounded up
-/// (the kubelet's ExtractResourceValueByContainerNameAndNodeAllocatable).
+/// A container resource value; volumes must name the container.
 fn resource_value(
     pod: &Pod,
     selector: &ResourceFieldSelector,
-    allocatable: &NodeAllocatable,
+    node: &NodeInfo,
 ) -> Result<String, String> {
     let name = selector
         .container_name
@@ -175,64 +101,23 @@ fn resource_value(
         .filter(|n| !n.is_empty())
         .ok_or("resourceFieldRef needs containerName in a volume")?;
     let container = find_container(pod, name).ok_or_else(|| format!("no container {name:?}"))?;
-    let (kind, resource) = selector
-        .resource
-        .split_once('.')
-        .ok_or_else(|| format!("unsupported resource {:?}", selector.resource))?;
-    let cpu = resource == "cpu";
-    if !(cpu
-        || resource == "memory"
-        || resource == "ephemeral-storage"
-        || resource.starts_with("hugepages-"))
-        || !(kind == "limits" || kind == "requests")
-    {
-        return Err(format!("unsupported resource {:?}", selector.resource));
+    resource_field_value(pod, container, selector, node, "resourceFieldRef")
+        .map_err(|e| e.to_string())
+}
+
+/// The node facts `resource_field_value` reads: allocatable for unset limits.
+fn node_info(allocatable: &NodeAllocatable) -> NodeInfo {
+    let units = |n: u64| Amount::from_units(i64::try_from(n).unwrap_or(i64::MAX));
+    NodeInfo {
+        allocatable: Allocatable {
+            cpu: Some(Amount::from_nanos(
+                i128::from(allocatable.cpu_millis) * 1_000_000,
+            )),
+            memory: Some(units(allocatable.memory_bytes)),
+            ephemeral_storage: Some(units(allocatable.ephemeral_storage_bytes)),
+        },
+        ..Default::default()
     }
-    let resources = container.resources.as_ref();
-    let limit = resources
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|l| l.get(resource));
-    let request = resources
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get(resource))
-        // API defaulting: a request left unset takes the limit.
-        .or(limit);
-    let spec_value = if kind == "limits" { limit } else { request };
-    let parse = |text: &str| Quantity::parse(text).map_err(|e| e.to_string());
-    let value = match spec_value {
-        Some(q) => parse(&q.0)?,
-        None if kind == "limits" => {
-            let fallback = match resource {
-                "cpu" => format!("{}m", allocatable.cpu_millis),
-                "memory" => allocatable.memory_bytes.to_string(),
-                "ephemeral-storage" => allocatable.ephemeral_storage_bytes.to_string(),
-                _ => "0".to_string(),
-            };
-            parse(&fallback)?
-        }
-        None => parse("0")?,
-    };
-    let divisor = match selector.divisor.as_ref() {
-        Some(d) => parse(&d.0)?,
-        None => parse("1")?,
-    };
-    let divisor = if divisor.is_zero() {
-        parse("1")?
-    } else {
-        divisor
-    };
-    let overflow = || format!("{} is out of range", selector.resource);
-    let (num, den) = if cpu {
-        (value.ceil_milli(), divisor.ceil_milli())
-    } else {
-        (value.ceil_value(), divisor.ceil_value())
-    };
-    let (num, den) = (num.ok_or_else(overflow)?, den.ok_or_else(overflow)?);
-    if den <= 0 {
-        return Err(format!("divisor of {} must be positive", selector.resource));
-    }
-    let q = num.div_euclid(den) + i64::from(num.rem_euclid(den) != 0);
-    Ok(q.to_string())
 }
 
 /// App containers first, then init containers, as the kubelet searches.
@@ -250,6 +135,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, PodSpec, ResourceRequirements};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
 
     const NODE: NodeAllocatable = NodeAllocatable {
         cpu_millis: 4000,
@@ -436,14 +322,5 @@ mod tests {
         assert_eq!(p.get("m").map(|f| f.mode), Some(0o400));
         assert_eq!(p.get("d").map(|f| f.mode), Some(0o640));
         Ok(())
-    }
-
-    #[test]
-    fn go_quoting() {
-        assert_eq!(go_quote("plain"), "\"plain\"");
-        assert_eq!(
-            go_quote("\u{7f}\u{a0}\u{200b}😀"),
-            "\"\\x7f\\u00a0\\u200b😀\""
-        );
     }
 }

@@ -11,7 +11,7 @@ use nix::mount::{mount, MsFlags};
 
 use super::error::VolumeError;
 use super::mounts::is_mount_point;
-use super::quantity::{Quantity, QuantityError};
+use crate::kubelet::convert::{Amount, QuantityError};
 
 /// Where an emptyDir keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +103,7 @@ pub(super) fn memory_volume_size(
         }
     }
     if let Some(text) = size_limit {
-        let q = Quantity::parse(text).map_err(quantity_error)?;
-        let bytes = q
-            .ceil_value()
-            .ok_or_else(|| quantity_error(QuantityError::Range(text.to_string())))?;
+        let bytes = Amount::parse(text).map_err(quantity_error)?.value();
         if let Ok(bytes) = u64::try_from(bytes) {
             if bytes > 0 && bytes <= size {
                 size = bytes;
@@ -144,9 +141,7 @@ fn pod_memory_limit(pod: &Pod) -> Result<Option<u64>, QuantityError> {
     }
     let mut total = app_sum.saturating_add(sidecar_sum).max(init_peak);
     if let Some(overhead) = spec.overhead.as_ref().and_then(|o| o.get("memory")) {
-        let bytes = Quantity::parse(&overhead.0)?
-            .ceil_value()
-            .ok_or_else(|| QuantityError::Range(overhead.0.clone()))?;
+        let bytes = Amount::parse(&overhead.0)?.value();
         total = total.saturating_add(u64::try_from(bytes).unwrap_or(0));
     }
     Ok(Some(total))
@@ -161,9 +156,7 @@ fn container_memory_limit(c: &Container) -> Result<Option<u64>, QuantityError> {
     else {
         return Ok(None);
     };
-    let bytes = Quantity::parse(&q.0)?
-        .ceil_value()
-        .ok_or_else(|| QuantityError::Range(q.0.clone()))?;
+    let bytes = Amount::parse(&q.0)?.value();
     Ok(u64::try_from(bytes).ok())
 }
 

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::quantity::QuantityError;
+use crate::kubelet::convert::QuantityError;
 
 /// Why preparing, mounting or removing a pod's volumes failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,36 @@ pub enum VolumeError {
         path: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A configMap or secret the volume needs does not exist (and is not optional).
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {kind} {name:?} not found")]
+    ObjectNotFound {
+        /// Volume name.
+        volume: String,
+        /// "configmap" or "secret".
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+    },
+    /// An item names a key the configMap or secret does not have (and is not optional).
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {kind} {name:?} references non-existent key: {key}")]
+    MissingKey {
+        /// Volume name.
+        volume: String,
+        /// "configmap" or "secret".
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// The missing key.
+        key: String,
+    },
+    /// No service-account token was issued for a projected serviceAccountToken source.
+    #[error("MountVolume.SetUp failed for volume {volume:?} : no service account token issued for audience {audience:?}")]
+    TokenNotIssued {
+        /// Volume name.
+        volume: String,
+        /// The source's audience ("" for the API server's default).
+        audience: String,
     },
     /// A mount point under the pod directory survived unmounting.
     #[error("{} is still mounted after unmount", path.display())]

@@ -9,6 +9,12 @@ use super::error::VolumeError;
 pub(super) const EMPTY_DIR_PLUGIN: &str = "kubernetes.io~empty-dir";
 /// Plugin directory name of downwardAPI volumes.
 pub(super) const DOWNWARD_API_PLUGIN: &str = "kubernetes.io~downward-api";
+/// Plugin directory name of configMap volumes.
+pub(super) const CONFIG_MAP_PLUGIN: &str = "kubernetes.io~configmap";
+/// Plugin directory name of secret volumes.
+pub(super) const SECRET_PLUGIN: &str = "kubernetes.io~secret";
+/// Plugin directory name of projected volumes.
+pub(super) const PROJECTED_PLUGIN: &str = "kubernetes.io~projected";
 
 /// Paths of one pod under the pods directory.
 #[derive(Debug, Clone)]

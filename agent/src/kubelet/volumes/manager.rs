@@ -13,11 +13,14 @@ use super::allocatable::NodeAllocatable;
 use super::error::VolumeError;
 use super::expand::expand_sub_path_expr;
 use super::layout::{
-    check_dns_label, check_pod_uid, PodDir, DOWNWARD_API_PLUGIN, EMPTY_DIR_PLUGIN,
+    check_dns_label, check_pod_uid, PodDir, CONFIG_MAP_PLUGIN, DOWNWARD_API_PLUGIN,
+    EMPTY_DIR_PLUGIN, PROJECTED_PLUGIN, SECRET_PLUGIN,
 };
-use super::{atomic_writer, downward_api, empty_dir, host_path, mounts, subpath};
+use super::{api_data, atomic_writer, downward_api, empty_dir, host_path, mounts, subpath};
+use crate::kubelet::api_objects::PodObjects;
 
-/// Prepares and removes the node-local volumes of pods (emptyDir, hostPath, downwardAPI).
+/// Prepares and removes the volumes of pods (emptyDir, hostPath, downwardAPI, and from the
+/// API objects given: configMap, secret, projected).
 #[derive(Debug, Clone)]
 pub struct VolumeManager {
     pods_dir: PathBuf,
@@ -29,6 +32,9 @@ enum Source<'a> {
     EmptyDir(&'a k8s_openapi::api::core::v1::EmptyDirVolumeSource),
     HostPath(&'a k8s_openapi::api::core::v1::HostPathVolumeSource),
     DownwardApi(&'a k8s_openapi::api::core::v1::DownwardAPIVolumeSource),
+    ConfigMap(&'a k8s_openapi::api::core::v1::ConfigMapVolumeSource),
+    Secret(&'a k8s_openapi::api::core::v1::SecretVolumeSource),
+    Projected(&'a k8s_openapi::api::core::v1::ProjectedVolumeSource),
     /// No source at all: API defaulting makes it an emptyDir.
     DefaultEmptyDir,
 }
@@ -60,18 +66,20 @@ impl VolumeManager {
         Ok(host_side_path(&dir, vol, classify(vol)?))
     }
 
-    /// Prepares every volume of the pod. Idempotent: on a running pod it changes nothing but
-    /// the downwardAPI files, which are rewritten if the pod's metadata changed.
-    pub fn setup(&self, pod: &Pod) -> Result<(), VolumeError> {
-        self.prepare(pod, false)
+    /// Prepares every volume of the pod from `objects` (what the pod refers to in the API).
+    /// Idempotent: on a running pod it changes nothing but the files of downwardAPI,
+    /// configMap, secret and projected volumes, swapped in atomically when their data changed.
+    pub fn setup(&self, pod: &Pod, objects: &PodObjects) -> Result<(), VolumeError> {
+        self.prepare(pod, objects, false)
     }
 
-    /// Rewrites the downwardAPI volumes (after labels or annotations changed).
-    pub fn refresh(&self, pod: &Pod) -> Result<(), VolumeError> {
-        self.prepare(pod, true)
+    /// Rewrites the downwardAPI, configMap, secret and projected volumes (after the pod's
+    /// metadata or a referenced object changed, or a token was renewed).
+    pub fn refresh(&self, pod: &Pod, objects: &PodObjects) -> Result<(), VolumeError> {
+        self.prepare(pod, objects, true)
     }
 
-    fn prepare(&self, pod: &Pod, downward_only: bool) -> Result<(), VolumeError> {
+    fn prepare(&self, pod: &Pod, objects: &PodObjects, data_only: bool) -> Result<(), VolumeError> {
         let dir = self.pod_dir(pod)?;
         let volumes = pod_volumes(pod);
         let mut seen = BTreeSet::new();
@@ -88,8 +96,8 @@ impl VolumeManager {
             let name = vol.name.as_str();
             let path = host_side_path(&dir, vol, source_kind(&source));
             match source {
-                Source::EmptyDir(_) | Source::DefaultEmptyDir if downward_only => {}
-                Source::HostPath(_) if downward_only => {}
+                Source::EmptyDir(_) | Source::DefaultEmptyDir if data_only => {}
+                Source::HostPath(_) if data_only => {}
                 Source::EmptyDir(ed) => {
                     let medium = empty_dir::parse_medium(name, ed.medium.as_deref())?;
                     let size_limit = ed.size_limit.as_ref().map(|q| q.0.as_str());
@@ -108,22 +116,46 @@ impl VolumeManager {
                 Source::HostPath(hp) => host_path::check(name, &hp.path, hp.type_.as_deref())?,
                 Source::DownwardApi(da) => {
                     let payload = downward_api::payload(name, pod, da, &self.allocatable)?;
-                    let size = empty_dir::memory_volume_size(
-                        name,
-                        pod,
-                        None,
-                        self.allocatable.memory_bytes,
-                    )?;
-                    empty_dir::setup(&path, empty_dir::Medium::Memory, size)?;
+                    self.write_on_tmpfs(pod, name, &path, &payload)?;
+                }
+                Source::ConfigMap(cm) => {
+                    let payload = api_data::config_map(name, cm, objects)?;
+                    empty_dir::setup(&path, empty_dir::Medium::Disk, 0)?;
                     atomic_writer::write(name, &path, &payload)?;
+                }
+                // Secret material never touches the disk.
+                Source::Secret(secret) => {
+                    let payload = api_data::secret(name, secret, objects)?;
+                    self.write_on_tmpfs(pod, name, &path, &payload)?;
+                }
+                Source::Projected(projected) => {
+                    let payload =
+                        api_data::projected(name, pod, projected, objects, &self.allocatable)?;
+                    self.write_on_tmpfs(pod, name, &path, &payload)?;
                 }
             }
         }
         Ok(())
     }
 
+    /// Writes `payload` atomically on the volume's own tmpfs (mounted on first use), sized
+    /// like a memory emptyDir of the pod.
+    fn write_on_tmpfs(
+        &self,
+        pod: &Pod,
+        name: &str,
+        path: &Path,
+        payload: &atomic_writer::Payload,
+    ) -> Result<(), VolumeError> {
+        let size = empty_dir::memory_volume_size(name, pod, None, self.allocatable.memory_bytes)?;
+        empty_dir::setup(path, empty_dir::Medium::Memory, size)?;
+        atomic_writer::write(name, path, payload)?;
+        Ok(())
+    }
+
     /// CRI mounts for one container's volumeMounts: subPath/subPathExpr (expanded from `env`)
-    /// resolved safely and bound under `volume-subpaths`, readOnly (always for downwardAPI),
+    /// resolved safely and bound under `volume-subpaths`, readOnly (always for downwardAPI,
+    /// configMap, secret and projected),
     /// mountPropagation translated. The pod's volumes must have been set up.
     pub fn container_mounts(
         &self,
@@ -162,7 +194,7 @@ impl VolumeManager {
                         .into(),
                 ));
             }
-            let readonly = vm.read_only.unwrap_or(false) || kind == Kind::DownwardApi;
+            let readonly = vm.read_only.unwrap_or(false) || kind.api_data();
             let recursive_read_only = match vm.recursive_read_only.as_deref() {
                 None | Some("Disabled") | Some("IfPossible") => false,
                 Some("Enabled") => {
@@ -260,6 +292,19 @@ enum Kind {
     EmptyDir,
     HostPath,
     DownwardApi,
+    ConfigMap,
+    Secret,
+    Projected,
+}
+
+impl Kind {
+    /// Volumes written by the kubelet from API data are always mounted read-only.
+    fn api_data(self) -> bool {
+        matches!(
+            self,
+            Kind::DownwardApi | Kind::ConfigMap | Kind::Secret | Kind::Projected
+        )
+    }
 }
 
 fn source_kind(s: &Source<'_>) -> Kind {
@@ -267,6 +312,9 @@ fn source_kind(s: &Source<'_>) -> Kind {
         Source::EmptyDir(_) | Source::DefaultEmptyDir => Kind::EmptyDir,
         Source::HostPath(_) => Kind::HostPath,
         Source::DownwardApi(_) => Kind::DownwardApi,
+        Source::ConfigMap(_) => Kind::ConfigMap,
+        Source::Secret(_) => Kind::Secret,
+        Source::Projected(_) => Kind::Projected,
     }
 }
 
@@ -281,6 +329,9 @@ fn host_side_path(dir: &PodDir, vol: &Volume, kind: Kind) -> PathBuf {
     match (kind, vol.host_path.as_ref()) {
         (Kind::HostPath, Some(hp)) => PathBuf::from(&hp.path),
         (Kind::DownwardApi, _) => dir.volume(DOWNWARD_API_PLUGIN, &vol.name),
+        (Kind::ConfigMap, _) => dir.volume(CONFIG_MAP_PLUGIN, &vol.name),
+        (Kind::Secret, _) => dir.volume(SECRET_PLUGIN, &vol.name),
+        (Kind::Projected, _) => dir.volume(PROJECTED_PLUGIN, &vol.name),
         _ => dir.volume(EMPTY_DIR_PLUGIN, &vol.name),
     }
 }
@@ -300,7 +351,6 @@ fn source_of(vol: &Volume) -> Result<Source<'_>, VolumeError> {
         ("azureFile", vol.azure_file.is_some()),
         ("cephfs", vol.cephfs.is_some()),
         ("cinder", vol.cinder.is_some()),
-        ("configMap", vol.config_map.is_some()),
         ("csi", vol.csi.is_some()),
         ("ephemeral", vol.ephemeral.is_some()),
         ("fc", vol.fc.is_some()),
@@ -318,11 +368,9 @@ fn source_of(vol: &Volume) -> Result<Source<'_>, VolumeError> {
         ),
         ("photonPersistentDisk", vol.photon_persistent_disk.is_some()),
         ("portworxVolume", vol.portworx_volume.is_some()),
-        ("projected", vol.projected.is_some()),
         ("quobyte", vol.quobyte.is_some()),
         ("rbd", vol.rbd.is_some()),
         ("scaleIO", vol.scale_io.is_some()),
-        ("secret", vol.secret.is_some()),
         ("storageos", vol.storageos.is_some()),
         ("vsphereVolume", vol.vsphere_volume.is_some()),
     ];
@@ -330,6 +378,9 @@ fn source_of(vol: &Volume) -> Result<Source<'_>, VolumeError> {
     found.extend(vol.empty_dir.as_ref().map(Source::EmptyDir));
     found.extend(vol.host_path.as_ref().map(Source::HostPath));
     found.extend(vol.downward_api.as_ref().map(Source::DownwardApi));
+    found.extend(vol.config_map.as_ref().map(Source::ConfigMap));
+    found.extend(vol.secret.as_ref().map(Source::Secret));
+    found.extend(vol.projected.as_ref().map(Source::Projected));
     let other: Vec<&'static str> = unsupported
         .iter()
         .filter(|(_, s)| *s)

@@ -11,8 +11,15 @@
 //! - `downwardAPI` → a tmpfs at `.../kubernetes.io~downward-api/<name>` written by an
 //!   [AtomicWriter](atomic_writer) (`..<timestamp>` dirs, `..data` swapped by rename,
 //!   `name → ..data/name` links); always mounted read-only.
-//! - A volume without a source is an emptyDir (API defaulting). configMap, secret, projected,
-//!   persistentVolumeClaim and the rest are [`VolumeError::Unsupported`].
+//! - `configMap` → `.../kubernetes.io~configmap/<name>` on disk; `secret` →
+//!   `.../kubernetes.io~secret/<name>` and `projected` (serviceAccountToken, configMap,
+//!   secret, downwardAPI sources) → `.../kubernetes.io~projected/<name>`, each on its own
+//!   tmpfs so secret material never reaches the disk. All keys or the listed items (path,
+//!   mode), `defaultMode` 0644, binaryData, `optional`; data comes from the
+//!   [`PodObjects`](crate::kubelet::api_objects::PodObjects) given to setup/refresh and is
+//!   written by the atomic writer; mounted read-only.
+//! - A volume without a source is an emptyDir (API defaulting). persistentVolumeClaim and
+//!   the rest are [`VolumeError::Unsupported`].
 //! - subPath/subPathExpr are resolved beneath the volume with `openat2(RESOLVE_BENEATH)`,
 //!   created if missing, and bind-mounted from the opened fd to
 //!   `<uid>/volume-subpaths/<volume>/<container>/<index>`, which is what the runtime gets.
@@ -23,6 +30,7 @@
 //! [`VolumeManager::known_pods`] at start to tear down orphans.
 
 mod allocatable;
+mod api_data;
 mod atomic_writer;
 mod downward_api;
 mod empty_dir;
@@ -32,7 +40,6 @@ mod host_path;
 mod layout;
 mod manager;
 mod mounts;
-mod quantity;
 mod subpath;
 #[cfg(test)]
 mod tests;
@@ -40,4 +47,3 @@ mod tests;
 pub use allocatable::NodeAllocatable;
 pub use error::VolumeError;
 pub use manager::VolumeManager;
-pub use quantity::QuantityError;

@@ -8,14 +8,18 @@ use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::MountPropagation;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
-    EmptyDirVolumeSource, HostPathVolumeSource, ObjectFieldSelector, Pod, PodSpec, SecurityContext,
-    Volume, VolumeMount,
+    Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
+    HostPathVolumeSource, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
+use crate::kubelet::api_objects::PodObjects;
+
+/// Static pods: nothing resolved from an API server.
+static NO_OBJECTS: std::sync::LazyLock<PodObjects> = std::sync::LazyLock::new(PodObjects::default);
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -167,7 +171,7 @@ fn memory_empty_dir_is_a_sized_tmpfs_and_teardown_unmounts() -> TestResult {
         vec![empty_dir("cache", Some("Memory"), Some("64Mi"))],
         vec![],
     );
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let dir = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/cache");
     assert_eq!(mount_count(&dir), 1);
     assert!(is_tmpfs(&dir));
@@ -175,7 +179,7 @@ fn memory_empty_dir_is_a_sized_tmpfs_and_teardown_unmounts() -> TestResult {
     assert_eq!(vfs.f_blocks * vfs.f_frsize, 64 << 20);
     fs::write(dir.join("data"), b"kept")?;
     // Setup again: no second mount, data kept.
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     assert_eq!(mount_count(&dir), 1);
     assert_eq!(fs::read(dir.join("data"))?, b"kept");
 
@@ -190,7 +194,7 @@ fn memory_empty_dir_is_a_sized_tmpfs_and_teardown_unmounts() -> TestResult {
 fn memory_empty_dir_defaults_to_node_allocatable() -> TestResult {
     let fx = Fixture::new()?;
     let pod = fx.pod(vec![empty_dir("m", Some("Memory"), None)], vec![]);
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let dir = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/m");
     let vfs = rustix::fs::statvfs(&dir)?;
     assert_eq!(vfs.f_blocks * vfs.f_frsize, NODE.memory_bytes);
@@ -201,7 +205,7 @@ fn memory_empty_dir_defaults_to_node_allocatable() -> TestResult {
 fn busy_tmpfs_is_detached_lazily() -> TestResult {
     let fx = Fixture::new()?;
     let pod = fx.pod(vec![empty_dir("m", Some("Memory"), Some("1Mi"))], vec![]);
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let dir = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/m");
     let _open = fs::File::create(dir.join("held-open"))?;
     fx.manager.teardown(&fx.uid)?;
@@ -220,7 +224,7 @@ fn disk_empty_dir_and_default_source() -> TestResult {
         vec![empty_dir("disk", None, Some("1Gi")), no_source],
         vec![],
     );
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     for name in ["disk", "plain"] {
         let dir = fx
             .pod_dir()
@@ -244,7 +248,7 @@ fn downward_api_is_written_refreshed_and_read_only() -> TestResult {
     let fx = Fixture::new()?;
     let c = container("app", vec![mount("info", "etc/podinfo", None)]);
     let mut pod = fx.pod(vec![downward("info")], vec![c.clone()]);
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let dir = fx.pod_dir().join("volumes/kubernetes.io~downward-api/info");
     assert!(is_tmpfs(&dir));
     assert_eq!(fs::read_to_string(dir.join("labels"))?, "app=\"web\"");
@@ -253,7 +257,7 @@ fn downward_api_is_written_refreshed_and_read_only() -> TestResult {
 
     let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert("tier".into(), "front".into());
-    fx.manager.refresh(&pod)?;
+    fx.manager.refresh(&pod, &NO_OBJECTS)?;
     assert_eq!(
         fs::read_to_string(dir.join("labels"))?,
         "app=\"web\"\ntier=\"front\""
@@ -267,7 +271,7 @@ fn downward_api_is_written_refreshed_and_read_only() -> TestResult {
         .collect();
     assert_eq!(versions, vec![second.to_string_lossy().into_owned()]);
     // Setup on the running pod keeps the version when nothing changed.
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     assert_eq!(fs::read_link(dir.join("..data"))?, second);
     assert_eq!(mount_count(&dir), 1);
 
@@ -306,7 +310,7 @@ fn sub_path_is_created_bound_and_unmounted_on_teardown() -> TestResult {
         ],
         vec![c.clone()],
     );
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let env = BTreeMap::from([("POD_NAME".to_string(), "web-0".to_string())]);
     let mounts = fx.manager.container_mounts(&pod, &c, &env)?;
     let volume = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/data");
@@ -357,7 +361,7 @@ fn sub_path_is_created_bound_and_unmounted_on_teardown() -> TestResult {
 fn sub_path_symlink_escapes_are_refused() -> TestResult {
     let fx = Fixture::new()?;
     let pod = fx.pod(vec![empty_dir("data", None, None)], vec![]);
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let volume = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/data");
     symlink("/etc", volume.join("abs"))?;
     symlink("../../../../../../../../etc", volume.join("rel"))?;
@@ -402,7 +406,7 @@ fn sub_path_symlink_escapes_are_refused() -> TestResult {
 fn bad_mounts_and_unsupported_volumes() -> TestResult {
     let fx = Fixture::new()?;
     let pod = fx.pod(vec![empty_dir("data", None, None)], vec![]);
-    fx.manager.setup(&pod)?;
+    fx.manager.setup(&pod, &NO_OBJECTS)?;
     let c = container("app", vec![mount("ghost", "/x", None)]);
     assert!(matches!(
         fx.manager.container_mounts(&pod, &c, &BTreeMap::new()),
@@ -427,21 +431,24 @@ fn bad_mounts_and_unsupported_volumes() -> TestResult {
 
     let cm = Volume {
         name: "cfg".into(),
-        config_map: Some(ConfigMapVolumeSource::default()),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource::default()),
         ..Default::default()
     };
     let pod = fx.pod(vec![empty_dir("data", None, None), cm], vec![]);
-    match fx.manager.setup(&pod) {
+    match fx.manager.setup(&pod, &NO_OBJECTS) {
         Err(e @ VolumeError::Unsupported { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("cfg") && msg.contains("configMap"), "{msg}");
+            assert!(
+                msg.contains("cfg") && msg.contains("persistentVolumeClaim"),
+                "{msg}"
+            );
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }
     for name in ["../x", "Data"] {
         let pod = fx.pod(vec![empty_dir(name, None, None)], vec![]);
         assert!(matches!(
-            fx.manager.setup(&pod),
+            fx.manager.setup(&pod, &NO_OBJECTS),
             Err(VolumeError::InvalidName { .. })
         ));
     }
@@ -450,7 +457,7 @@ fn bad_mounts_and_unsupported_volumes() -> TestResult {
         vec![],
     );
     assert!(matches!(
-        fx.manager.setup(&pod),
+        fx.manager.setup(&pod, &NO_OBJECTS),
         Err(VolumeError::DuplicateVolume(_))
     ));
     assert!(fx.manager.teardown("../etc").is_err());

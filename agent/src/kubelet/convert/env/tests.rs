@@ -1,4 +1,9 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::json;
+
+use crate::kubelet::api_objects::PodObjects;
 
 use super::super::error::Problem;
 use super::super::test_support::{ctx, first, node, pod};
@@ -48,19 +53,27 @@ fn service_variables_are_referable_and_appended() {
             {"name": "URL", "value": "http://$(DB_SERVICE_HOST)"},
             {"name": "DB_SERVICE_PORT", "value": "mine"}]}]}}),
     );
+    let mut objects = PodObjects::default();
+    objects.insert_service(
+        serde_json::from_value(json!({"metadata": {"name": "db", "namespace": "n"},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 5432}]}}))
+        .unwrap_or_default(),
+    );
     let mut context = ctx(node());
-    context.service_env = [("DB_SERVICE_HOST", "10.0.0.1"), ("DB_SERVICE_PORT", "5432")]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    context.objects = Arc::new(objects);
     let env = container_env(&p, first(&p), &context).unwrap_or_default();
     assert_eq!(env[0], ("URL".to_owned(), "http://10.0.0.1".to_owned()));
     assert_eq!(env[1], ("DB_SERVICE_PORT".to_owned(), "mine".to_owned()));
+    let rest: BTreeMap<String, String> = env[2..].iter().cloned().collect();
     assert_eq!(
-        env[2],
-        ("DB_SERVICE_HOST".to_owned(), "10.0.0.1".to_owned())
+        rest.get("DB_SERVICE_HOST").map(String::as_str),
+        Some("10.0.0.1")
     );
-    assert_eq!(env.len(), 3);
+    assert_eq!(
+        rest.get("DB_PORT").map(String::as_str),
+        Some("tcp://10.0.0.1:5432")
+    );
+    assert!(!rest.contains_key("DB_SERVICE_PORT"));
 }
 
 #[test]
@@ -179,16 +192,47 @@ fn bad_resource_field_refs() {
     }
 }
 
+fn objects() -> PodObjects {
+    let mut objects = PodObjects::default();
+    objects.insert_config_map(
+        serde_json::from_value(json!({"metadata": {"name": "cm"},
+            "data": {"k": "from-cm", "A": "cm-a", "B": "cm-b", "1bad": "x", "bad=key": "y"}}))
+        .unwrap_or_default(),
+    );
+    objects.insert_secret(
+        serde_json::from_value(json!({"metadata": {"name": "s"},
+            "data": {"k": "c2VjcmV0", "B": "c2VjLWI="}}))
+        .unwrap_or_default(),
+    );
+    objects
+}
+
+fn env_with(
+    container: serde_json::Value,
+    objects: PodObjects,
+) -> Result<Vec<(String, String)>, ConvertError> {
+    let p = pod(
+        json!({"metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+        "spec": {"enableServiceLinks": false, "containers": [container]}}),
+    );
+    let mut context = ctx(node());
+    context.objects = Arc::new(objects);
+    container_env(&p, first(&p), &context)
+}
+
 #[test]
-fn configmaps_and_secrets_need_the_api_server_unless_optional() {
+fn missing_objects_and_keys_fail_unless_optional() {
     let err = one(json!({"configMapKeyRef": {"name": "cm", "key": "k"}})).err();
     assert_eq!(
         err.map(|e| e.to_string()),
-        Some("spec.containers[c].env[X].valueFrom.configMapKeyRef: ConfigMap \"cm\" needs the API server, which standalone mode does not have".to_owned())
+        Some(
+            "spec.containers[c].env[X].valueFrom.configMapKeyRef: configmap \"cm\" not found"
+                .to_owned()
+        )
     );
     assert!(matches!(
         one(json!({"secretKeyRef": {"name": "s", "key": "k"}})).map_err(|e| e.problem),
-        Err(Problem::NeedsApiServer(_))
+        Err(Problem::Missing(_))
     ));
     let optional = env_of(json!({"name": "c", "env": [
         {"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}},
@@ -198,5 +242,68 @@ fn configmaps_and_secrets_need_the_api_server_unless_optional() {
     assert_eq!(
         env_of(json!({"name": "c", "envFrom": [{"secretRef": {"name": "s", "optional": true}}]})),
         Ok(vec![])
+    );
+    let missing_key = env_with(
+        json!({"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "nope"}}}]}),
+        objects(),
+    );
+    assert_eq!(
+        missing_key.map_err(|e| e.problem),
+        Err(Problem::Missing(
+            "couldn't find key nope in Secret shop/s".into()
+        ))
+    );
+    let optional_key = env_with(
+        json!({"name": "c", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "nope", "optional": true}}}]}),
+        objects(),
+    );
+    assert_eq!(optional_key, Ok(vec![]));
+}
+
+#[test]
+fn env_overrides_env_from_in_declaration_order() {
+    let env = env_with(
+        json!({"name": "c",
+        "envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "s"}, "prefix": "S_"},
+                    {"secretRef": {"name": "s"}}],
+        "env": [
+            {"name": "A", "value": "env-a"},
+            {"name": "CM", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}},
+            {"name": "SEC", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "REF", "value": "$(B)"}
+        ]}),
+        objects(),
+    );
+    let env: BTreeMap<String, String> = env.unwrap_or_default().into_iter().collect();
+    let get = |k: &str| env.get(k).map(String::as_str);
+    assert_eq!(get("A"), Some("env-a"));
+    assert_eq!(
+        get("B"),
+        Some("sec-b"),
+        "a later envFrom replaces an earlier one"
+    );
+    assert_eq!(get("S_k"), Some("secret"));
+    assert_eq!(get("S_B"), Some("sec-b"));
+    assert_eq!(get("CM"), Some("from-cm"));
+    assert_eq!(get("SEC"), Some("secret"));
+    assert_eq!(get("REF"), Some("sec-b"));
+    assert_eq!(get("1bad"), None);
+    assert_eq!(get("bad=key"), None);
+}
+
+#[test]
+fn invalid_env_from_keys_are_reported_like_the_kubelet() {
+    let p = pod(
+        json!({"metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+        "spec": {"containers": [{"name": "c", "envFrom": [
+            {"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "s"}, "prefix": "9"}]}]}}),
+    );
+    let messages = invalid_env_from_keys(&p, first(&p), &objects());
+    assert_eq!(
+        messages,
+        [
+            "Keys [1bad, bad=key] from the EnvFrom configMap shop/cm were skipped since they are considered invalid environment variable names.",
+            "Keys [9B, 9k] from the EnvFrom secret shop/s were skipped since they are considered invalid environment variable names.",
+        ]
     );
 }
