@@ -204,6 +204,15 @@ pub(super) fn cluster_info_data(
     data
 }
 
+/// When the first live signing token expires (its signature must then go), if any does.
+pub(super) fn next_expiry(secrets: &[Value], now: Timestamp) -> Option<Timestamp> {
+    secrets
+        .iter()
+        .filter(|s| live_token(s, "usage-bootstrap-signing", now).is_some())
+        .filter_map(|s| secret_value(s, "expiration")?.parse::<Timestamp>().ok())
+        .min()
+}
+
 /// True for a Secret the bootstrapsigner watches (so cluster-info must be re-signed).
 pub(super) fn is_token_secret(obj: &Value) -> bool {
     obj.get("type").and_then(Value::as_str) == Some(SECRET_TYPE)
@@ -336,7 +345,16 @@ mod tests {
         )
         .unwrap();
         let later = Timestamp::from_second(now().as_second() + 10).unwrap();
-        let data = cluster_info_data(&kubeconfig, &[live, no_signing, expired], later);
+        let secrets = [live, no_signing, expired];
+        assert_eq!(
+            next_expiry(&secrets, now()),
+            Some(Timestamp::from_second(now().as_second() + 1).unwrap())
+        );
+        assert_eq!(
+            next_expiry(&secrets, later),
+            Some(Timestamp::from_second(now().as_second() + 3600).unwrap())
+        );
+        let data = cluster_info_data(&kubeconfig, &secrets, later);
         assert_eq!(
             data.keys().collect::<Vec<_>>(),
             ["jws-kubeconfig-abcdef", "kubeconfig"]

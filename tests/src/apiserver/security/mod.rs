@@ -70,6 +70,8 @@ pub struct Security {
     pki: pki::Pki,
     tokens: serviceaccount::TokenSigner,
     server_url: Mutex<Option<String>>,
+    /// When cluster-info must be re-signed because a signing token expires.
+    resign_at: Mutex<Option<Timestamp>>,
 }
 
 impl Security {
@@ -79,6 +81,7 @@ impl Security {
             pki: pki::Pki::new()?,
             tokens: serviceaccount::TokenSigner::generate()?,
             server_url: Mutex::new(None),
+            resign_at: Mutex::new(None),
         })
     }
 
@@ -225,7 +228,13 @@ impl Security {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(server_url.to_owned());
         let kubeconfig = bootstrap::cluster_kubeconfig(server_url, self.pki.ca_pem());
         let secrets = objects.list("secrets", bootstrap::NAMESPACE);
-        let data = bootstrap::cluster_info_data(&kubeconfig, &secrets, Timestamp::now());
+        let now = Timestamp::now();
+        let data = bootstrap::cluster_info_data(&kubeconfig, &secrets, now);
+        *self
+            .resign_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            bootstrap::next_expiry(&secrets, now);
         let (ns, name) = (bootstrap::CLUSTER_INFO_NAMESPACE, bootstrap::CLUSTER_INFO);
         let existing = objects.get("configmaps", ns, name);
         let data = json!(data);
@@ -265,14 +274,27 @@ impl Security {
             "certificatesigningrequests" => {
                 self.reconcile_csr(obj, objects, auto_approve_node_csrs)
             }
-            "secrets" if bootstrap::is_token_secret(obj) => {
-                if let Some(url) = self.last_server_url() {
-                    if let Err(e) = self.publish_cluster_info(&url, objects) {
-                        eprintln!("apiserver: re-signing cluster-info: {e:#}");
-                    }
-                }
-            }
+            "secrets" if bootstrap::is_token_secret(obj) => self.resign(objects),
             _ => {}
+        }
+        // The bootstrapsigner's resync: writes are frequent (leases every 10 s), so checking
+        // here drops an expired token's signature soon after it expires.
+        let due = self
+            .resign_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| at <= Timestamp::now());
+        if due {
+            self.resign(objects);
+        }
+    }
+
+    /// Re-signs cluster-info with the last published server URL (nothing before the first publish).
+    fn resign(&self, objects: &dyn Objects) {
+        if let Some(url) = self.last_server_url() {
+            if let Err(e) = self.publish_cluster_info(&url, objects) {
+                eprintln!("apiserver: re-signing cluster-info: {e:#}");
+            }
         }
     }
 
@@ -382,10 +404,22 @@ impl Security {
             return Ok(());
         }
         let who = user.map_or(ANONYMOUS, |u| u.name.as_str());
+        // Only the resources this module serves reach here.
+        let group = match resource {
+            "tokenreviews" | "selfsubjectreviews" => "authentication.k8s.io",
+            "subjectaccessreviews" | "selfsubjectaccessreviews" => "authorization.k8s.io",
+            _ => "",
+        };
         let what = if subresource.is_empty() {
             resource.to_owned()
         } else {
             format!("{resource}/{subresource}")
+        };
+        let object = match (group, name) {
+            ("", "") => resource.to_owned(),
+            ("", name) => format!("{resource} \"{name}\""),
+            (group, "") => format!("{resource}.{group}"),
+            (group, name) => format!("{resource}.{group} \"{name}\""),
         };
         let scope = if namespace.is_empty() {
             "at the cluster scope".to_owned()
@@ -393,7 +427,7 @@ impl Security {
             format!("in the namespace \"{namespace}\"")
         };
         Err(ApiError::forbidden(format!(
-            "{what} \"{name}\" is forbidden: User \"{who}\" cannot {verb} resource \"{what}\" {scope}"
+            "{object} is forbidden: User \"{who}\" cannot {verb} resource \"{what}\" in API group \"{group}\" {scope}"
         )))
     }
 }

@@ -135,6 +135,26 @@ fn cluster_info_is_signed_per_token_and_follows_secret_changes() {
 }
 
 #[test]
+fn an_expired_tokens_signature_is_dropped_on_a_later_write() {
+    let sec = Security::new().unwrap();
+    let objects = MemObjects::default();
+    sec.publish_cluster_info("https://127.0.0.1:6443", &objects)
+        .unwrap();
+    sec.create_bootstrap_token(&objects, Some(Duration::from_secs(1)))
+        .unwrap();
+    sec.create_bootstrap_token(&objects, None).unwrap();
+    assert_eq!(jws_keys(&objects).len(), 2);
+    std::thread::sleep(Duration::from_millis(2100));
+    sec.after_write(
+        "leases",
+        &json!({"metadata": {"name": "n1"}}),
+        &objects,
+        true,
+    );
+    assert_eq!(jws_keys(&objects).len(), 1);
+}
+
+#[test]
 fn node_csr_is_approved_and_signed_on_write_and_its_cert_authenticates() {
     let sec = Security::new().unwrap();
     let objects = MemObjects::default();
@@ -288,6 +308,10 @@ fn token_request_needs_the_service_account_and_permission() {
         )
         .unwrap_err();
     assert_eq!(err.code, 403);
+    assert_eq!(
+        err.message,
+        "serviceaccounts \"default\" is forbidden: User \"system:anonymous\" cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"ns1\""
+    );
     let err = sec
         .create_subresource(
             Some(&admin()),
