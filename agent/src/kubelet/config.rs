@@ -1,8 +1,10 @@
 //! The `kubelet:` section of the config file: KubeletConfiguration fields Capstan honours.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
 /// Kubelet settings (field names as in KubeletConfiguration, camelCase).
@@ -32,6 +34,30 @@ pub struct KubeletConfig {
     pub resolv_conf: PathBuf,
     /// Crash-loop back-off (KubeletConfiguration `crashLoopBackOff`).
     pub crash_loop_back_off: CrashLoopBackOff,
+    /// Create (or adopt) this node's Node object at start; false: wait for an admin to.
+    pub register_node: bool,
+    /// Taints a newly created Node gets; an existing Node keeps the taints it has.
+    pub register_with_taints: Vec<Taint>,
+    /// Capstan extension (the kubelet's `--node-labels` flag as a field): labels set on the
+    /// Node at registration and kept there. Keys in the kubernetes.io/k8s.io namespaces are
+    /// limited to the ones the kubelet may set (`node.kubernetes.io/*`,
+    /// `kubelet.kubernetes.io/*`, topology and instance-type labels).
+    pub node_labels: BTreeMap<String, String>,
+    /// Pods this node runs at most (capacity and allocatable `pods`).
+    pub max_pods: i64,
+    /// Resources reserved for Kubernetes daemons (`cpu`, `memory`, `ephemeral-storage`).
+    pub kube_reserved: BTreeMap<String, String>,
+    /// Resources reserved for the OS (`cpu`, `memory`, `ephemeral-storage`).
+    pub system_reserved: BTreeMap<String, String>,
+    /// Hard eviction thresholds by signal (`memory.available: 100Mi`, `nodefs.available: 10%`);
+    /// unset: the kubelet's defaults. They lower allocatable and drive the pressure conditions.
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    /// How often node status is computed (and patched when it changed), as a Go duration.
+    pub node_status_update_frequency: String,
+    /// Longest time between status patches even when nothing changed, as a Go duration.
+    pub node_status_report_frequency: String,
+    /// The node Lease's duration; it is renewed every quarter of it.
+    pub node_lease_duration_seconds: i32,
 }
 
 /// KubeletConfiguration `crashLoopBackOff`: the cap of the restart back-off.
@@ -98,6 +124,16 @@ impl Default for KubeletConfig {
             cluster_domain: "cluster.local".to_owned(),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             crash_loop_back_off: CrashLoopBackOff::default(),
+            register_node: true,
+            register_with_taints: Vec::new(),
+            node_labels: BTreeMap::new(),
+            max_pods: 110,
+            kube_reserved: BTreeMap::new(),
+            system_reserved: BTreeMap::new(),
+            eviction_hard: None,
+            node_status_update_frequency: "10s".to_owned(),
+            node_status_report_frequency: "5m".to_owned(),
+            node_lease_duration_seconds: 40,
         }
     }
 }
@@ -115,6 +151,7 @@ impl KubeletConfig {
                 );
             }
         }
+        crate::kubelet::node_status::validate_config(self).map_err(|e| format!("kubelet.{e}"))?;
         Ok(())
     }
 }

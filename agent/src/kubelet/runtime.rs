@@ -110,6 +110,21 @@ impl Cri {
         Ok(reply.map_err(call("Version"))?.into_inner())
     }
 
+    /// Status: the runtime's conditions (RuntimeReady, NetworkReady).
+    pub async fn status(&self) -> Result<k8s_cri::v1::RuntimeStatus, RuntimeError> {
+        let request = k8s_cri::v1::StatusRequest { verbose: false };
+        let reply = self.runtime.clone().status(request).await;
+        let reply = reply.map_err(call("Status"))?.into_inner();
+        Ok(reply.status.unwrap_or_default())
+    }
+
+    /// ListImages: every image the runtime holds.
+    pub async fn list_images(&self) -> Result<Vec<k8s_cri::v1::Image>, RuntimeError> {
+        let request = k8s_cri::v1::ListImagesRequest { filter: None };
+        let reply = self.images.clone().list_images(request).await;
+        Ok(reply.map_err(call("ListImages"))?.into_inner().images)
+    }
+
     /// RunPodSandbox; returns the sandbox ID.
     pub async fn run_sandbox(
         &self,

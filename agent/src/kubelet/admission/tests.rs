@@ -105,7 +105,10 @@ fn terminal_pods_hold_no_resources_and_a_pod_does_not_compete_with_itself() {
     done.status = serde_json::from_value(json!({"phase": "Succeeded"})).unwrap();
     let new = requesting("b", json!({"cpu": "2"}));
     assert_eq!(admit(&new, &node(json!({})), &[done]), Ok(()));
-    assert_eq!(admit(&new, &node(json!({})), &[new.clone()]), Ok(()));
+    assert_eq!(
+        admit(&new, &node(json!({})), std::slice::from_ref(&new)),
+        Ok(())
+    );
 }
 
 #[test]
@@ -240,11 +243,15 @@ fn host_port_conflicts_are_node_ports() {
     let rejection = admit(
         &pod("b", port("10.0.0.1", 8080, "")),
         &node,
-        &[running.clone()],
+        std::slice::from_ref(&running),
     );
     assert_eq!(reason(rejection), "NodePorts");
     assert_eq!(
-        admit(&pod("b", port("", 8080, "UDP")), &node, &[running.clone()]),
+        admit(
+            &pod("b", port("", 8080, "UDP")),
+            &node,
+            std::slice::from_ref(&running)
+        ),
         Ok(())
     );
     assert_eq!(
