@@ -31,6 +31,8 @@
 
 mod allocatable;
 mod api_data;
+#[cfg(test)]
+mod api_tests;
 mod atomic_writer;
 mod downward_api;
 mod empty_dir;
