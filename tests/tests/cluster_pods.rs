@@ -211,8 +211,17 @@ fn tail(text: &str, lines: usize) -> String {
 
 #[test]
 fn joined_node_runs_api_pods_with_volumes_and_deletes_them_gracefully() -> Result<()> {
+    api_pod_lifecycle(Runtime::Builtin)
+}
+
+#[test]
+fn joined_node_on_containerd_runs_api_pods_the_same_way() -> Result<()> {
+    api_pod_lifecycle(Runtime::Containerd)
+}
+
+fn api_pod_lifecycle(runtime: Runtime) -> Result<()> {
     let server = ApiServer::start()?;
-    let agent = Agent::join(Runtime::Builtin, &server, &[])?;
+    let agent = Agent::join(runtime, &server, &[])?;
     let node = node_ready(&server, &agent)?;
     let labels = &node["metadata"]["labels"];
     ensure!(
