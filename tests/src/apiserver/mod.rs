@@ -16,6 +16,7 @@
 
 pub mod defaults;
 pub mod discovery;
+pub mod openapi;
 pub mod ops;
 pub mod patch;
 pub mod resources;

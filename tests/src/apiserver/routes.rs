@@ -13,6 +13,7 @@ use axum::Extension;
 use serde_json::{json, Value};
 
 use super::discovery;
+use super::openapi;
 use super::ops::{self, DeleteOptions, Part};
 use super::resources::{self, Kind};
 use super::security::{Security, User, ANONYMOUS};
@@ -276,6 +277,8 @@ fn non_resource(state: &State, path: &str) -> Response {
         ["apis"] => Some(discovery::groups()),
         ["apis", g] => discovery::api_group(g),
         ["apis", g, v] => discovery::resource_list(g, v),
+        ["openapi", "v3"] => Some(openapi::root()),
+        ["openapi", "v3", rest @ ..] => openapi::group_version(&rest.join("/")),
         ["healthz" | "livez" | "readyz"] => {
             let mut resp = Response::new(Body::from("ok"));
             resp.headers_mut().insert(
