@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::observe::{observe, RuntimeView};
 use super::pod::PodWorker;
 use super::sync::{pod_label, SandboxInfo};
+use crate::kubelet::api_objects::{image_auth, ImageAuth};
 use crate::kubelet::convert::{self, ContainerInputs, PodContext};
 use crate::kubelet::probe::{run_hook, HookError, ProbeKind, ProbeTarget};
 use crate::kubelet::runtime::RuntimeError;
@@ -142,7 +143,7 @@ impl PodWorker {
         sandbox: &SandboxInfo,
     ) -> bool {
         let name = spec.name.as_str();
-        let Some(image) = self.ensure_image(spec, sandbox).await else {
+        let Some(image) = self.ensure_image(pod, spec, sandbox).await else {
             return false;
         };
         let ctx = match self.context(pod, sandbox.ips.clone()) {
@@ -236,9 +237,65 @@ impl PodWorker {
         false
     }
 
+    /// Pull `image` with each credential the pod's imagePullSecrets give for its registry,
+    /// in the kubelet's order (anonymously when none match); the last error if all fail.
+    async fn pull_with_pull_secrets(
+        &mut self,
+        pod: &Pod,
+        container: &str,
+        image: &str,
+        sandbox: &SandboxInfo,
+    ) -> Result<(), RuntimeError> {
+        let auth = match image_auth(pod, &self.objects, image) {
+            Ok(auth) => auth,
+            Err(error) => {
+                self.event(
+                    EventKind::Warning,
+                    "Failed",
+                    Some(container),
+                    error.to_string(),
+                );
+                ImageAuth::default()
+            }
+        };
+        if !auth.missing_secrets.is_empty() {
+            let message = format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                auth.missing_secrets.join(", ")
+            );
+            self.event(
+                EventKind::Warning,
+                "FailedToRetrieveImagePullSecret",
+                None,
+                message,
+            );
+        }
+        let cri = self.shared.cri.clone();
+        let mut credentials = auth.configs.into_iter();
+        let Some(first) = credentials.next() else {
+            return cri
+                .pull_image(image, None, sandbox.config.clone())
+                .await
+                .map(drop);
+        };
+        let mut result = cri
+            .pull_image(image, Some(first), sandbox.config.clone())
+            .await;
+        for credential in credentials {
+            if result.is_ok() {
+                break;
+            }
+            result = cri
+                .pull_image(image, Some(credential), sandbox.config.clone())
+                .await;
+        }
+        result.map(drop)
+    }
+
     /// Make the image present per imagePullPolicy; `None` when it is not (waiting set).
     async fn ensure_image(
         &mut self,
+        pod: &Pod,
         spec: &Container,
         sandbox: &SandboxInfo,
     ) -> Option<k8s_cri::v1::Image> {
@@ -288,7 +345,10 @@ impl PodWorker {
             format!("Pulling image \"{image}\""),
         );
         let started = std::time::Instant::now();
-        match cri.pull_image(&image, None, sandbox.config.clone()).await {
+        match self
+            .pull_with_pull_secrets(pod, name, &image, sandbox)
+            .await
+        {
             Ok(_) => {
                 self.pull_backoff.reset(&image);
                 let took = started.elapsed().as_secs_f64();
