@@ -96,8 +96,8 @@ pub struct AgentArgs {
     /// The built-in runtime's CRI socket (overrides `runtime.socket`).
     #[arg(long)]
     pub runtime_socket: Option<PathBuf>,
-    /// Kubeconfig of the cluster (as `capstan join` writes it); without it the agent runs
-    /// standalone.
+    /// Kubeconfig of the cluster (as `capstan join` writes it; default: `kubeconfig` next
+    /// to the config file, if there is one); without one the agent runs standalone.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
 }

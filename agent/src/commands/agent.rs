@@ -39,6 +39,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(socket) = args.runtime_socket {
         runtime.socket = socket;
     }
+    let kubeconfig = args.kubeconfig.clone().or_else(|| joined_kubeconfig(&args.config));
     kubelet
         .validate()
         .map_err(anyhow::Error::msg)
@@ -72,7 +73,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     notify_ready_when(&kubelet.local_api_socket);
     let result = tokio::select! {
-        result = agent::kubelet::node::run(kubelet, &endpoint, args.kubeconfig.as_deref(), signals) => result,
+        result = agent::kubelet::node::run(kubelet, &endpoint, kubeconfig.as_deref(), signals) => result,
         // The built-in runtime failing (socket in use, bad store) ends the agent.
         Some(served) = async { match builtin.as_mut() { Some(task) => Some(task.await), None => None } } => {
             match served {
@@ -90,6 +91,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// The kubeconfig `capstan join` leaves next to the config file (`/etc/capstan/kubeconfig`
+/// for `/etc/capstan/config.yaml`), if the node has joined.
+fn joined_kubeconfig(config: &Path) -> Option<std::path::PathBuf> {
+    let path = config.parent()?.join("kubeconfig");
+    path.is_file().then_some(path)
 }
 
 /// Tell systemd (Type=notify) we are ready once the local API socket exists.
