@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod openapi;
 pub mod ops;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod routes;
 pub mod security;

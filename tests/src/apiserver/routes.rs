@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::discovery;
 use super::openapi;
 use super::ops::{self, DeleteOptions, Part};
+use super::protobuf;
 use super::resources::{self, Kind};
 use super::security::{Security, User, ANONYMOUS};
 use super::selector::{FieldSelector, LabelSelector};
@@ -115,7 +116,9 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("yaml") {
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        protobuf::decode(body)
+    } else if ct.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
     } else {
