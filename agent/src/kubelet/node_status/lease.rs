@@ -163,4 +163,85 @@ mod tests {
             );
         }
     }
+
+    fn gaps(seen: &[super::super::fake_api::Seen]) -> Vec<Duration> {
+        seen.windows(2).map(|w| w[1].at - w[0].at).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_created_then_renewed_every_ten_seconds() {
+        let api = super::super::fake_api::FakeApi::default();
+        let trouble = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(35),
+            run(api.client(), owner(), &trouble),
+        )
+        .await;
+        let seen = api.seen();
+        let methods: Vec<&str> = seen.iter().map(|s| s.method.as_str()).collect();
+        assert_eq!(methods, ["GET", "POST", "PUT", "PUT", "PUT"], "{seen:?}");
+        assert!(seen[0].at - started < Duration::from_millis(10));
+        for gap in &gaps(&seen)[1..] {
+            assert!(
+                *gap >= Duration::from_secs(10) && *gap <= Duration::from_millis(10_400),
+                "{gap:?}"
+            );
+        }
+        assert!(!trouble.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_with_back_off_then_the_lease_is_read_again() {
+        let api = super::super::fake_api::FakeApi::default();
+        let trouble = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        // Up from the start, down from 5 s to 25 s.
+        let client = api.client();
+        let renewing = run(client, owner(), &trouble);
+        let outage = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            api.fail_until(started + Duration::from_secs(25));
+            std::future::pending::<()>().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(40), async {
+            tokio::join!(renewing, outage)
+        })
+        .await;
+        assert!(trouble.load(Ordering::Relaxed));
+        let seen = api.seen();
+        let failed: Vec<_> = seen.iter().filter(|s| s.failed).cloned().collect();
+        // The renewal at ~10 s tries five times with doubling delays, gives up until the next
+        // interval (~24 s), and is still retrying when the server comes back at 25 s.
+        assert!(failed.len() > 5 && failed.len() < 10, "{seen:?}");
+        let gap = failed[5].at - failed[4].at;
+        assert!(
+            gap >= Duration::from_secs(10),
+            "waited for the next interval: {gap:?}"
+        );
+        let first_round = gaps(&failed[..5]);
+        for (gap, base) in first_round.iter().zip([200u64, 400, 800, 1600]) {
+            let (low, high) = (base * 8 / 10, base * 12 / 10);
+            assert!(
+                (low..=high).contains(&(gap.as_millis() as u64)),
+                "{first_round:?}"
+            );
+        }
+        // After the outage the lease is read again, then renewed.
+        let after: Vec<&str> = seen
+            .iter()
+            .filter(|s| !s.failed && s.at > started + Duration::from_secs(25))
+            .map(|s| s.method.as_str())
+            .collect();
+        assert_eq!(after.first().copied(), Some("GET"), "{seen:?}");
+        assert_eq!(after.get(1).copied(), Some("PUT"), "{seen:?}");
+        let back = seen
+            .iter()
+            .find(|s| !s.failed && s.at > started + Duration::from_secs(25));
+        let delay = back.map(|s| s.at - (started + Duration::from_secs(25)));
+        assert!(
+            delay.is_some_and(|d| d < Duration::from_secs(4)),
+            "{delay:?}"
+        );
+    }
 }

@@ -33,6 +33,8 @@ use crate::kubelet::config::{parse_go_duration, KubeletConfig};
 use crate::kubelet::runtime::Cri;
 
 mod conditions;
+#[cfg(test)]
+mod fake_api;
 mod info;
 mod lease;
 mod pressure;
