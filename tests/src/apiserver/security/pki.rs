@@ -1,7 +1,8 @@
 //! The cluster PKI: a CA, the API server's serving certificate, client certificates, the
 //! rustls server config and kubeadm's CA public-key pin.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
@@ -39,7 +40,12 @@ pub(super) struct Pki {
     ca_pem: String,
     ca_hash: String,
     tls: Arc<ServerConfig>,
+    /// Client certificates already verified, by SHA-256 of the DER: (user, validity).
+    verified: Mutex<HashMap<[u8; 32], (User, i64, i64)>>,
 }
+
+/// Verified client certificates remembered before the cache starts over.
+const VERIFIED_CACHE: usize = 1024;
 
 impl Pki {
     /// A fresh CA (ECDSA P-256) and a serving certificate signed by it.
@@ -70,6 +76,7 @@ impl Pki {
             ca_der,
             ca_hash,
             tls,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -131,17 +138,39 @@ impl Pki {
 
     /// The user a client certificate names (kube-apiserver's x509 authenticator: CN is the user,
     /// each O a group). rustls has verified it already; the signature and validity are checked
-    /// again so the function is safe on its own.
+    /// again so the function is safe on its own (the signature once per certificate).
     pub(super) fn client_user(&self, der: &[u8]) -> Result<User, String> {
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        let cache = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let cached = cache().get(&digest).cloned();
+        let (user, not_before, not_after) = match cached {
+            Some(entry) => entry,
+            None => {
+                let entry = self.check_client_cert(der)?;
+                let mut cache = cache();
+                if cache.len() >= VERIFIED_CACHE {
+                    cache.clear();
+                }
+                cache.insert(digest, entry.clone());
+                entry
+            }
+        };
+        if now < not_before || now > not_after {
+            return Err("client certificate has expired or is not yet valid".to_owned());
+        }
+        Ok(user)
+    }
+
+    /// Parses and verifies a client certificate: its user and validity (Unix seconds).
+    fn check_client_cert(&self, der: &[u8]) -> Result<(User, i64, i64), String> {
         let (_, ca) = x509_parser::parse_x509_certificate(&self.ca_der)
             .map_err(|e| format!("parsing the CA certificate: {e}"))?;
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("client certificate does not parse: {e}"))?;
         cert.verify_signature(Some(ca.public_key()))
             .map_err(|e| format!("client certificate is not signed by the cluster CA: {e}"))?;
-        if !cert.validity().is_valid() {
-            return Err("client certificate has expired or is not yet valid".to_owned());
-        }
+        let validity = cert.validity();
         let name = cert
             .subject()
             .iter_common_name()
@@ -156,11 +185,16 @@ impl Pki {
             .filter_map(|o| o.as_str().ok().map(str::to_owned))
             .collect();
         groups.push(super::AUTHENTICATED.to_owned());
-        Ok(User {
+        let user = User {
             name,
             uid: String::new(),
             groups,
-        })
+        };
+        Ok((
+            user,
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        ))
     }
 }
 

@@ -1,6 +1,9 @@
 //! Service-account tokens: the TokenRequest subresource (bound, audience-scoped ES256 JWTs
 //! with Kubernetes' claims) and their verification by the authenticator and TokenReview.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
@@ -26,7 +29,13 @@ pub(super) struct TokenSigner {
     key: SigningKey,
     verifying: VerifyingKey,
     kid: String,
+    /// Claims of tokens whose signature checked out, by SHA-256 of the token: ECDSA
+    /// verification costs milliseconds in debug builds and clients resend the same token.
+    verified: Mutex<HashMap<[u8; 32], Value>>,
 }
+
+/// Verified tokens remembered before the cache starts over.
+const VERIFIED_CACHE: usize = 4096;
 
 /// What a valid token says.
 pub(super) struct Verified {
@@ -48,6 +57,7 @@ impl TokenSigner {
                 rcgen::PublicKeyData::subject_public_key_info(&pair),
             )),
             key,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -71,7 +81,7 @@ impl TokenSigner {
         objects: &dyn Objects,
         now: Timestamp,
     ) -> Result<Verified, String> {
-        let claims = self.verify_signature(token)?;
+        let claims = self.verified_claims(token)?;
         if claims.get("iss").and_then(Value::as_str) != Some(API_AUDIENCE) {
             return Err("token has a foreign issuer".to_owned());
         }
@@ -117,6 +127,22 @@ impl TokenSigner {
             user: service_account_user(namespace, name, uid),
             audiences,
         })
+    }
+
+    /// The claims of a token with a valid signature, from the cache when seen before.
+    fn verified_claims(&self, token: &str) -> Result<Value, String> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cache = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(claims) = cache().get(&digest) {
+            return Ok(claims.clone());
+        }
+        let claims = self.verify_signature(token)?;
+        let mut cache = cache();
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(digest, claims.clone());
+        Ok(claims)
     }
 
     fn verify_signature(&self, token: &str) -> Result<Value, String> {
