@@ -12,13 +12,17 @@
 //!   Kubernetes ones (`get list watch create update patch delete deletecollection`).
 //!   **Non-resource requests** (`/version`, `/api`, `/apis/...`, `/healthz`, `/openapi/...`)
 //!   are passed with `resource = ""`, `subresource = ""`, `namespace = ""`, `name` = the URL
-//!   path, and the verb = the lower-case HTTP method (`get`, `post`, ...).
+//!   path, and the verb = the lower-case HTTP method (`get`, `post`, ...). A denied
+//!   anonymous request is 403 naming `system:anonymous`, as kube-apiserver answers it.
 //! - Controllers run in [`Security::after_write`]: the CSR approver and signer (each step is
 //!   written back with [`Objects::upsert`], so watchers see Approved and then the
 //!   certificate) and the bootstrap signer (a bootstrap-token Secret changed: cluster-info is
 //!   re-signed, using the URL of the last [`Security::publish_cluster_info`] call — call it
 //!   once at start-up). For the approver, the core must fill the CSR's `spec.username` and
-//!   `spec.groups` from the creating user, as kube-apiserver does.
+//!   `spec.groups` from the creating user, as kube-apiserver does. Any write also re-signs
+//!   cluster-info once a signing token has expired (the bootstrapsigner's resync).
+//! - Reviews ([`Security::create_review`]): tokenreviews, subjectaccessreviews,
+//!   selfsubjectaccessreviews and selfsubjectreviews (`kubectl auth whoami`).
 
 mod bootstrap;
 mod csr;
