@@ -357,6 +357,20 @@ fn an_existing_node_is_adopted_with_its_labels_reconciled_and_taints_kept() -> R
             .is_some_and(|m| m.contains("NetworkReady=false")),
         "{ready}"
     );
+
+    // Deleted from the API, the Node is registered again (this time with the configured
+    // taints, as a new Node).
+    let old_uid = node["metadata"]["uid"].clone();
+    server.kubectl(&["delete", "node", &name])?;
+    let node = wait_for("the Node registered again", Duration::from_secs(15), || {
+        let node = server.get("nodes", "", &name)?;
+        (node["metadata"]["uid"] != old_uid && condition(&node, "Ready").is_some()).then_some(node)
+    })?;
+    assert_eq!(node["spec"]["taints"][0]["key"], "dedicated", "{node}");
+    assert_eq!(
+        node["metadata"]["labels"]["node.kubernetes.io/pool"],
+        "edge"
+    );
     drop(running);
     Ok(())
 }

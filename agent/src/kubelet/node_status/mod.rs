@@ -8,8 +8,9 @@
 //! - status every `nodeStatusUpdateFrequency`: capacity/allocatable, conditions, addresses,
 //!   nodeInfo, images, daemonEndpoints; patched on `nodes/<n>/status` (strategic merge)
 //!   only when something besides heartbeats changed, or when `nodeStatusReportFrequency`
-//!   passed. The last Node the API returned is the baseline, so a steady node costs no
-//!   reads; after any failed request the Node is read again before the next diff.
+//!   passed. The Node is watched (like the kubelet's informer), so the baseline of the diff
+//!   is what the API has without polling, and a deleted Node is registered again; after any
+//!   failed request the Node is also read again before the next diff.
 //! - the Lease `kube-node-lease/<node>` renewed every quarter of `nodeLeaseDurationSeconds`.
 //!
 //! [`run`] never returns an error: API failures are logged and retried; the latest Node is
@@ -21,9 +22,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -259,8 +263,50 @@ async fn keep_status(
     let mut force = true;
     let mut ticks = tokio::time::interval(settings.update_frequency);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Our own Node, watched: external changes (and a deletion) are seen without polling.
+    let selector = format!("metadata.name={name}");
+    let mut events = watcher::watcher(
+        Api::<Node>::all(client.current()),
+        watcher::Config::default().fields(&selector),
+    )
+    .default_backoff()
+    .boxed();
+    let mut listed = false;
     loop {
-        ticks.tick().await;
+        let gone = tokio::select! {
+            _ = ticks.tick() => false,
+            event = events.next() => match event {
+                Some(Ok(Event::Apply(node) | Event::InitApply(node))) => {
+                    listed = true;
+                    published.send_replace(Some(node.clone()));
+                    last = node;
+                    continue;
+                }
+                Some(Ok(Event::Init)) => {
+                    listed = false;
+                    continue;
+                }
+                // A relist without the Node: it was deleted while the watch was down.
+                Some(Ok(Event::InitDone)) => !listed,
+                Some(Ok(Event::Delete(_))) => true,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, node = name, "watching the node failed");
+                    continue;
+                }
+                // The backed-off watcher never ends; should it, carry on without it.
+                None => {
+                    events = futures::stream::pending().boxed();
+                    continue;
+                }
+            },
+        };
+        if gone {
+            tracing::warn!(node = name, "the node was deleted; registering it again");
+            last = register(client, cri, settings).await;
+            published.send_replace(Some(last.clone()));
+            force = true;
+            continue;
+        }
         let api: Api<Node> = Api::all(client.current());
         if trouble.swap(false, Ordering::Relaxed) {
             // After a failure the server may have changed (restarted, node controller):
