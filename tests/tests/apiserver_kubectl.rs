@@ -77,6 +77,14 @@ fn get_lists_reads_by_name_and_prints_json_and_yaml() -> Result<()> {
         list["items"].as_array().is_some_and(|i| i.len() >= 4),
         "a default ServiceAccount per namespace: {list}"
     );
+    s.create("pods", "default", bound_pod("printed", "n1"))?;
+    let pods = s.kubectl(&["get", "pods"])?;
+    ensure!(
+        pods.contains("READY") && pods.contains("0/1") && pods.contains("Pending"),
+        "server-side printing:\n{pods}"
+    );
+    let wide = s.kubectl(&["get", "pods", "-A", "-o", "wide"])?;
+    ensure!(wide.contains("NAMESPACE") && wide.contains("n1"), "{wide}");
     let err = s.kubectl(&["get", "pod", "nope"]).expect_err("missing pod");
     ensure!(
         format!("{err:#}").contains("pods \"nope\" not found"),

@@ -21,6 +21,7 @@ use super::security::{Security, User, ANONYMOUS};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::Store;
+use super::table;
 use super::watch::{self, WatchParams};
 use super::{ApiServerOptions, RequestRecord};
 
@@ -298,6 +299,14 @@ fn non_resource(state: &State, path: &str) -> Response {
     }
 }
 
+/// Whether the client (kubectl's human output) asked for server-side printing.
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
 fn selectors(q: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
@@ -314,7 +323,12 @@ fn parse_rv(q: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn list(state: &State, t: &Target, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+fn list(
+    state: &State,
+    t: &Target,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(q)?;
     let (items, rv) = state.store.list(t.kind.key, &t.namespace);
     if let (Some(asked), Some("Exact")) = (
@@ -331,12 +345,22 @@ fn list(state: &State, t: &Target, q: &HashMap<String, String>) -> Result<Respon
         .into_iter()
         .filter(|o| labels.matches(o) && fields.matches(o))
         .collect();
+    if wants_table(headers) {
+        if let Some(t) = table::table(t.kind.key, &items, rv) {
+            return Ok(json_response(200, &t));
+        }
+    }
     let list = json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
                       "metadata": {"resourceVersion": rv.to_string()}, "items": items});
     Ok(json_response(200, &list))
 }
 
-fn watch(state: &State, t: &Target, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+fn watch(
+    state: &State,
+    t: &Target,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(q)?;
     let timeout = q
         .get("timeoutSeconds")
@@ -348,6 +372,7 @@ fn watch(state: &State, t: &Target, q: &HashMap<String, String>) -> Result<Respo
         bookmarks: truthy(q, "allowWatchBookmarks"),
         send_initial_events: truthy(q, "sendInitialEvents"),
         timeout,
+        table: wants_table(headers),
         labels,
         fields,
     };
@@ -387,10 +412,19 @@ fn resource(
                 .store
                 .get(kind.key, &t.namespace, &t.name)
                 .ok_or_else(|| ApiError::not_found(&ops::qualified(kind), &t.name))?;
+            if wants_table(headers) && t.sub.is_empty() {
+                if let Some(t) = table::table(
+                    kind.key,
+                    std::slice::from_ref(&obj),
+                    state.store.current_rv(),
+                ) {
+                    return Ok(json_response(200, &t));
+                }
+            }
             return Ok(json_response(200, &obj));
         }
-        "list" if !kind.is_review() => return list(state, t, q),
-        "watch" if !kind.is_review() => return watch(state, t, q),
+        "list" if !kind.is_review() => return list(state, t, q, headers),
+        "watch" if !kind.is_review() => return watch(state, t, q, headers),
         "create" if kind.is_review() => {
             let out = state.security.create_review(
                 user,

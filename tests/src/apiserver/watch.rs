@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::resources::Kind;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Event, EventType, Store};
+use super::table;
 
 /// How often a watch that asked for bookmarks gets one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
@@ -30,6 +31,8 @@ pub struct WatchParams {
     pub send_initial_events: bool,
     /// When the server ends the watch.
     pub timeout: Duration,
+    /// Send objects as server-side printed Tables (kubectl's human output).
+    pub table: bool,
     /// `labelSelector`.
     pub labels: LabelSelector,
     /// `fieldSelector`.
@@ -90,13 +93,22 @@ struct WatchState {
 }
 
 impl WatchState {
+    fn line(&self, kind: &str, obj: &Value, rv: u64) -> String {
+        let printed = if self.params.table {
+            table::table(self.kind.key, std::slice::from_ref(obj), rv)
+        } else {
+            None
+        };
+        line(kind, printed.as_ref().unwrap_or(obj))
+    }
+
     /// Queues what happened since `last_rv`; false once the watch must end.
     fn catch_up(&mut self) {
         match self.store.events_after(self.kind.key, self.last_rv) {
             Ok((events, rv)) => {
                 for event in &events {
                     if let Some((t, obj)) = self.params.translate(event) {
-                        self.pending.push_back(line(t, &obj));
+                        self.pending.push_back(self.line(t, &obj, event.rv));
                     }
                 }
                 self.last_rv = rv;
@@ -122,7 +134,12 @@ pub fn stream(
         None => {
             let (items, rv) = store.list(kind.key, &params.namespace);
             for item in items.iter().filter(|o| params.matches(o)) {
-                pending.push_back(line("ADDED", item));
+                let printed = if params.table {
+                    table::table(kind.key, std::slice::from_ref(item), rv)
+                } else {
+                    None
+                };
+                pending.push_back(line("ADDED", printed.as_ref().unwrap_or(item)));
             }
             if params.send_initial_events {
                 pending.push_back(bookmark(kind, rv, true));
@@ -194,6 +211,7 @@ mod tests {
             bookmarks: false,
             send_initial_events: false,
             timeout: Duration::from_secs(5),
+            table: false,
             labels: LabelSelector::parse(labels).unwrap_or_default(),
             fields: FieldSelector::default(),
         }

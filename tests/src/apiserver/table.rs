@@ -1,0 +1,208 @@
+//! Server-side printing (`Accept: ...;as=Table;g=meta.k8s.io`) for pods and nodes, with kube-apiserver's
+//! columns, so `kubectl get pods` shows READY/STATUS/RESTARTS; other kinds fall back to kubectl's NAME/AGE.
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+
+fn age(obj: &Value) -> String {
+    let created = obj
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let Some(created) = created else {
+        return "<unknown>".into();
+    };
+    let secs = Timestamp::now()
+        .as_second()
+        .saturating_sub(created.as_second())
+        .max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn column(name: &str, kind: &str, priority: u8) -> Value {
+    let format = if name == "Name" { "name" } else { "" };
+    json!({"name": name, "type": kind, "format": format, "description": "", "priority": priority})
+}
+
+fn pod_status(pod: &Value) -> String {
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return "Terminating".into();
+    }
+    if let Some(reason) = pod.pointer("/status/reason").and_then(Value::as_str) {
+        return reason.into();
+    }
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for s in &statuses {
+        for state in ["waiting", "terminated"] {
+            if let Some(reason) = s
+                .pointer(&format!("/state/{state}/reason"))
+                .and_then(Value::as_str)
+            {
+                return reason.into();
+            }
+        }
+    }
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+        .into()
+}
+
+fn pod_row(pod: &Value) -> Vec<Value> {
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = statuses.iter().filter(|s| s["ready"] == true).count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
+    let text = |p: &str| {
+        pod.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    vec![
+        json!(text("/metadata/name")),
+        json!(format!("{ready}/{total}")),
+        json!(pod_status(pod)),
+        json!(restarts),
+        json!(age(pod)),
+        json!(text("/status/podIP")),
+        json!(text("/spec/nodeName")),
+    ]
+}
+
+fn node_row(node: &Value) -> Vec<Value> {
+    let conditions = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready");
+    let mut status = match ready.and_then(|c| c["status"].as_str()) {
+        Some("True") => "Ready".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if node.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let roles: Vec<&str> = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let roles = if roles.is_empty() {
+        "<none>".to_string()
+    } else {
+        roles.join(",")
+    };
+    let text = |p: &str| {
+        node.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    vec![
+        json!(text("/metadata/name")),
+        json!(status),
+        json!(roles),
+        json!(age(node)),
+        json!(text("/status/nodeInfo/kubeletVersion")),
+    ]
+}
+
+/// The Table for `items` of kind key `resource`, or None when kubectl's own fallback is as good.
+pub fn table(resource: &str, items: &[Value], rv: u64) -> Option<Value> {
+    let (columns, row): (Vec<Value>, fn(&Value) -> Vec<Value>) = match resource {
+        "pods" => (
+            vec![
+                column("Name", "string", 0),
+                column("Ready", "string", 0),
+                column("Status", "string", 0),
+                column("Restarts", "integer", 0),
+                column("Age", "string", 0),
+                column("IP", "string", 1),
+                column("Node", "string", 1),
+            ],
+            pod_row,
+        ),
+        "nodes" => (
+            vec![
+                column("Name", "string", 0),
+                column("Status", "string", 0),
+                column("Roles", "string", 0),
+                column("Age", "string", 0),
+                column("Version", "string", 0),
+            ],
+            node_row,
+        ),
+        _ => return None,
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|obj| {
+            let meta = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or_default()});
+            json!({"cells": row(obj), "object": meta})
+        })
+        .collect();
+    Some(
+        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string()},
+                "columnDefinitions": columns, "rows": rows}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_rows_show_readiness_status_and_restarts() {
+        let pod = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 1, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        let t = table("pods", &[pod], 7).expect("pods print");
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "web",
+                "1/2",
+                "CrashLoopBackOff",
+                3,
+                age(&t["rows"][0]["object"]),
+                "10.0.0.5",
+                "n1"
+            ])
+        );
+        assert!(table("configmaps", &[], 1).is_none());
+        let node = json!({"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""}},
+                          "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.33.0"}}});
+        let t = table("nodes", &[node], 1).expect("nodes print");
+        assert_eq!(t["rows"][0]["cells"][1], "Ready");
+        assert_eq!(t["rows"][0]["cells"][2], "worker");
+    }
+}
