@@ -134,9 +134,12 @@ fn node_row(node: &Value) -> Vec<Value> {
     ]
 }
 
+/// Prints one object's cells.
+type RowFn = fn(&Value) -> Vec<Value>;
+
 /// The Table for `items` of kind key `resource`, or None when kubectl's own fallback is as good.
 pub fn table(resource: &str, items: &[Value], rv: u64) -> Option<Value> {
-    let (columns, row): (Vec<Value>, fn(&Value) -> Vec<Value>) = match resource {
+    let (columns, row): (Vec<Value>, RowFn) = match resource {
         "pods" => (
             vec![
                 column("Name", "string", 0),
