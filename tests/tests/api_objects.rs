@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use agent::kubelet::api_objects::{ObjectFetcher, TokenKey};
+use agent::kubelet::bootstrap::ApiClient;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -78,7 +79,7 @@ fn fetcher_resolves_watches_and_releases() -> Result<()> {
     let pod = seed(&server)?;
     let uid = pod.metadata.uid.clone().context("created pod has a uid")?;
     runtime()?.block_on(async {
-        let fetcher = ObjectFetcher::new(admin_client(&server).await?);
+        let fetcher = ObjectFetcher::new(ApiClient::from_client(admin_client(&server).await?));
         let mut changes = fetcher.subscribe(&uid);
         let objects = fetcher.resolve(&pod).await?;
 

@@ -22,9 +22,7 @@ use tokio::task::AbortHandle;
 use super::references::{service_account_name, References};
 use super::tokens::{self, Binding, Token};
 use super::{ObjectError, PodObjects, TokenKey};
-
-/// The client every request and watch is made with.
-type Client = kube::Client;
+use crate::kubelet::bootstrap::ApiClient;
 
 /// Longest pause between two attempts to (re)start a broken watch.
 const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(30);
@@ -38,7 +36,7 @@ pub struct ObjectFetcher {
 }
 
 struct Shared {
-    client: Client,
+    client: ApiClient,
     state: Mutex<State>,
 }
 
@@ -193,8 +191,9 @@ impl PodKeys {
 }
 
 impl ObjectFetcher {
-    /// A fetcher making its requests and watches with `client`.
-    pub fn new(client: Client) -> ObjectFetcher {
+    /// A fetcher making its requests and watches with `client` (its current client each
+    /// time, so a rotated certificate is picked up).
+    pub fn new(client: ApiClient) -> ObjectFetcher {
         ObjectFetcher {
             shared: Arc::new(Shared {
                 client,
@@ -351,7 +350,7 @@ impl ObjectFetcher {
 
     /// Reads one key from the API into its (not yet synced) watch entry.
     async fn fetch<K: Kind>(&self, key: &WatchKey) -> Result<(), ObjectError> {
-        let api: Api<K> = Api::namespaced(self.shared.client.clone(), &key.namespace);
+        let api: Api<K> = Api::namespaced(self.shared.client.current(), &key.namespace);
         let error = |source| ObjectError::Get {
             kind: K::NAME,
             namespace: key.namespace.clone(),
@@ -404,7 +403,7 @@ impl ObjectFetcher {
         for key in wanted {
             let token = match cached.get(key) {
                 Some(t) if !t.needs_refresh(now) => t.clone(),
-                _ => tokens::request(self.shared.client.clone(), binding, key).await?,
+                _ => tokens::request(self.shared.client.current(), binding, key).await?,
             };
             out.insert(key.clone(), token);
         }
@@ -485,7 +484,7 @@ fn name_of<K: Resource>(obj: &K) -> String {
 async fn watch_loop<K: Kind>(shared: Weak<Shared>, key: WatchKey) {
     let mut backoff = MIN_WATCH_BACKOFF;
     loop {
-        let Some(client) = shared.upgrade().map(|s| s.client.clone()) else {
+        let Some(client) = shared.upgrade().map(|s| s.client.current()) else {
             return;
         };
         let api: Api<K> = Api::namespaced(client, &key.namespace);

@@ -80,7 +80,7 @@ impl Connection {
 
         let status = StatusSync::start(client.clone(), store.clone());
         let assigned = watch_assigned(client.clone(), node_name.to_owned());
-        let fetcher = ObjectFetcher::new(client.current());
+        let fetcher = ObjectFetcher::new(client.clone());
         Ok(Connection {
             assigned,
             node,
