@@ -265,13 +265,17 @@ async fn keep_status(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Our own Node, watched: external changes (and a deletion) are seen without polling.
     let selector = format!("metadata.name={name}");
-    let mut events = watcher::watcher(
-        Api::<Node>::all(client.current()),
-        watcher::Config::default().fields(&selector),
-    )
-    .default_backoff()
-    .boxed();
+    let watch_node = || {
+        let config = watcher::Config::default().fields(&selector);
+        watcher::watcher(Api::<Node>::all(client.current()), config)
+            .default_backoff()
+            .boxed()
+    };
+    let mut events = watch_node();
     let mut listed = false;
+    // Set when the watch failed: at the next tick it is rebuilt on the current client (a
+    // rotated certificate), at most once per update period.
+    let mut rewatch = false;
     loop {
         let gone = tokio::select! {
             _ = ticks.tick() => false,
@@ -291,6 +295,7 @@ async fn keep_status(
                 Some(Ok(Event::Delete(_))) => true,
                 Some(Err(error)) => {
                     tracing::debug!(%error, node = name, "watching the node failed");
+                    rewatch = true;
                     continue;
                 }
                 // The backed-off watcher never ends; should it, carry on without it.
@@ -306,6 +311,9 @@ async fn keep_status(
             published.send_replace(Some(last.clone()));
             force = true;
             continue;
+        }
+        if std::mem::take(&mut rewatch) {
+            events = watch_node();
         }
         let api: Api<Node> = Api::all(client.current());
         if trouble.swap(false, Ordering::Relaxed) {
