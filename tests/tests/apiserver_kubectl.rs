@@ -525,7 +525,7 @@ fn restart_keeps_the_data_and_the_port() -> Result<()> {
 
 #[test]
 fn typed_commands_with_protobuf_bodies_work() -> Result<()> {
-    let Some((s, _dir)) = server()? else {
+    let Some((s, dir)) = server()? else {
         return Ok(());
     };
     s.kubectl(&["create", "configmap", "lit", "--from-literal=k=v"])?;
@@ -543,6 +543,35 @@ fn typed_commands_with_protobuf_bodies_work() -> Result<()> {
         .get("secrets", "default", "pw")
         .is_some_and(|c| c["data"]["p"] == "aHVudGVyMg=="));
     s.kubectl(&["create", "serviceaccount", "robot"])?;
+    // `certificate approve` PUTs the CSR's /approval as protobuf; the test signer then issues it.
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    let request = params.serialize_request(&key)?.pem()?;
+    use base64::Engine;
+    let csr = json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": "alice"},
+                     "spec": {"request": base64::engine::general_purpose::STANDARD.encode(request),
+                              "signerName": "kubernetes.io/kube-apiserver-client", "usages": ["client auth"]}});
+    let file = write(&dir, "csr.json", &csr.to_string())?;
+    s.kubectl(&["create", "-f", &file])?;
+    ensure!(s.kubectl(&["get", "csr", "alice"])?.contains("Pending"));
+    s.kubectl(&["certificate", "approve", "alice"])?;
+    let approved = s
+        .get("certificatesigningrequests", "", "alice")
+        .context("csr")?;
+    ensure!(
+        approved["status"]["conditions"][0]["type"] == "Approved",
+        "{approved}"
+    );
+    ensure!(
+        approved["status"]["certificate"].is_string(),
+        "signed after approval: {approved}"
+    );
+    ensure!(s
+        .kubectl(&["get", "csr", "alice"])?
+        .contains("Approved,Issued"));
     ensure!(s.get("serviceaccounts", "default", "robot").is_some());
     let token = s.kubectl(&["create", "token", "default", "--duration=10m"])?;
     ensure!(token.trim().split('.').count() == 3, "a JWT: {token}");

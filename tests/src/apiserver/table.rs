@@ -134,6 +134,47 @@ fn node_row(node: &Value) -> Vec<Value> {
     ]
 }
 
+fn csr_row(csr: &Value) -> Vec<Value> {
+    let text = |p: &str| {
+        csr.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let mut conditions: Vec<String> = csr
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["type"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if csr
+        .pointer("/status/certificate")
+        .is_some_and(|c| c.as_str().is_some_and(|c| !c.is_empty()))
+    {
+        conditions.push("Issued".into());
+    }
+    let condition = if conditions.is_empty() {
+        "Pending".to_string()
+    } else {
+        conditions.join(",")
+    };
+    let duration = csr
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .map_or("<none>".to_string(), |s| format!("{}m", s / 60));
+    vec![
+        json!(text("/metadata/name")),
+        json!(age(csr)),
+        json!(text("/spec/signerName")),
+        json!(text("/spec/username")),
+        json!(duration),
+        json!(condition),
+    ]
+}
+
 /// Prints one object's cells.
 type RowFn = fn(&Value) -> Vec<Value>;
 
@@ -161,6 +202,17 @@ pub fn table(resource: &str, items: &[Value], rv: u64) -> Option<Value> {
                 column("Version", "string", 0),
             ],
             node_row,
+        ),
+        "certificatesigningrequests" => (
+            vec![
+                column("Name", "string", 0),
+                column("Age", "string", 0),
+                column("SignerName", "string", 0),
+                column("Requestor", "string", 0),
+                column("RequestedDuration", "string", 0),
+                column("Condition", "string", 0),
+            ],
+            csr_row,
         ),
         _ => return None,
     };
