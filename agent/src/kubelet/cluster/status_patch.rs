@@ -158,7 +158,6 @@ mod tests {
     }
 
     #[test]
-    #[test]
     fn conditions_and_fields_of_other_components_stay() {
         let old = json!({
             "nominatedNodeName": "n1",
