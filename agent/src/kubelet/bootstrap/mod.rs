@@ -11,6 +11,8 @@ mod files;
 mod join;
 mod jws;
 mod rotation;
+#[cfg(test)]
+mod rotation_tests;
 mod token;
 
 use std::path::PathBuf;
