@@ -26,6 +26,8 @@ use crate::kubelet::bootstrap::ApiClient;
 
 /// Longest pause between two attempts to (re)start a broken watch.
 const MAX_WATCH_BACKOFF: Duration = Duration::from_secs(30);
+/// Pause before retrying a failed token refresh while the old token is still valid.
+const TOKEN_RETRY_SECONDS: i64 = 10;
 /// First pause after a watch broke.
 const MIN_WATCH_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -403,7 +405,22 @@ impl ObjectFetcher {
         for key in wanted {
             let token = match cached.get(key) {
                 Some(t) if !t.needs_refresh(now) => t.clone(),
-                _ => tokens::request(self.shared.client.current(), binding, key).await?,
+                old => match tokens::request(self.shared.client.current(), binding, key).await {
+                    Ok(fresh) => fresh,
+                    // Like the token manager: a failed refresh keeps a token still valid.
+                    Err(error) => match old.filter(|t| t.usable(now)) {
+                        Some(t) => {
+                            tracing::warn!(%error, "token refresh failed; keeping the valid token");
+                            // Retry later rather than at once, or the timer would spin.
+                            let mut kept = t.clone();
+                            kept.refresh_at = now
+                                .checked_add(jiff::SignedDuration::from_secs(TOKEN_RETRY_SECONDS))
+                                .unwrap_or(now);
+                            kept
+                        }
+                        None => return Err(error),
+                    },
+                },
             };
             out.insert(key.clone(), token);
         }

@@ -20,12 +20,19 @@ pub(super) struct Token {
     pub(super) token: String,
     /// When the token manager replaces it.
     pub(super) refresh_at: Timestamp,
+    /// When it stops being valid: until then it is kept if a refresh fails.
+    pub(super) expires: Timestamp,
 }
 
 impl Token {
     /// Whether the token is due for replacement at `now`.
     pub(super) fn needs_refresh(&self, now: Timestamp) -> bool {
         now >= self.refresh_at
+    }
+
+    /// Whether the token is still valid at `now`.
+    pub(super) fn usable(&self, now: Timestamp) -> bool {
+        now < self.expires
     }
 }
 
@@ -98,6 +105,7 @@ pub(super) async fn request(
     Ok(Token {
         token: status.token,
         refresh_at: refresh_time(status.expiration_timestamp.0, lifetime),
+        expires: status.expiration_timestamp.0,
     })
 }
 
@@ -116,9 +124,12 @@ mod tests {
         let token = Token {
             token: "t".into(),
             refresh_at: refresh_time(expires, 3600),
+            expires,
         };
         assert!(!token.needs_refresh(at(1_000_000 + 2879)?));
         assert!(token.needs_refresh(at(1_000_000 + 2880)?));
+        assert!(token.usable(at(1_000_000 + 3599)?));
+        assert!(!token.usable(expires));
         Ok(())
     }
 
