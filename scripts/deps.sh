@@ -11,6 +11,7 @@ CAPSTAN_PACKAGES=(
   nftables iproute2   # networking tests
   containernetworking-plugins  # the reference CNI plugins Capstan's are checked against
   iptables            # the reference bridge plugin's masquerade rules
+  kubectl             # the real client the API test server is checked against
   zstd openssl ca-certificates curl
 )
 

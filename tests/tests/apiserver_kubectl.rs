@@ -10,20 +10,17 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use tests::apiserver::{ApiServer, ApiServerOptions};
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn server() -> Result<Option<(ApiServer, tempfile::TempDir)>> {
-    if !kubectl_available() {
-        eprintln!("skipping: kubectl not installed");
-        return Ok(None);
-    }
-    Ok(Some((ApiServer::start()?, tempfile::tempdir()?)))
+/// The server and a scratch dir; kubectl is part of the machine image the tests need, so
+/// its absence fails the test rather than skipping it.
+fn server() -> Result<(ApiServer, tempfile::TempDir)> {
+    let version = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output();
+    anyhow::ensure!(
+        version.is_ok_and(|o| o.status.success()),
+        "kubectl is not installed (the test command installs it)"
+    );
+    Ok((ApiServer::start()?, tempfile::tempdir()?))
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> Result<String> {
@@ -55,9 +52,7 @@ fn bound_pod(name: &str, node: &str) -> Value {
 
 #[test]
 fn get_lists_reads_by_name_and_prints_json_and_yaml() -> Result<()> {
-    let Some((s, _dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, _dir) = server()?;
     let table = s.kubectl(&["get", "namespaces"])?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure!(table.contains(ns), "{ns} missing from:\n{table}");
@@ -95,9 +90,7 @@ fn get_lists_reads_by_name_and_prints_json_and_yaml() -> Result<()> {
 
 #[test]
 fn create_and_apply_twice_configure_the_object() -> Result<()> {
-    let Some((s, dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, dir) = server()?;
     let cm = write(
         &dir,
         "cm.yaml",
@@ -139,9 +132,7 @@ fn create_and_apply_twice_configure_the_object() -> Result<()> {
 
 #[test]
 fn patch_merge_strategic_and_json() -> Result<()> {
-    let Some((s, _dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, _dir) = server()?;
     s.create("pods", "default", bound_pod("p", "n1"))?;
     s.kubectl(&[
         "patch",
@@ -215,9 +206,7 @@ fn patch_merge_strategic_and_json() -> Result<()> {
 
 #[test]
 fn label_and_selectors_filter_lists() -> Result<()> {
-    let Some((s, _dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, _dir) = server()?;
     s.create("pods", "default", bound_pod("a", "n1"))?;
     s.create("pods", "default", bound_pod("b", "n2"))?;
     s.kubectl(&["label", "pod", "a", "tier=front"])?;
@@ -277,9 +266,7 @@ fn label_and_selectors_filter_lists() -> Result<()> {
 
 #[test]
 fn delete_removes_unbound_pods_and_bound_ones_after_grace_zero() -> Result<()> {
-    let Some((s, dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, dir) = server()?;
     let pod = write(&dir, "pod.yaml", POD)?;
     s.kubectl(&["apply", "-f", &pod])?;
     ensure!(s
@@ -326,9 +313,7 @@ fn delete_removes_unbound_pods_and_bound_ones_after_grace_zero() -> Result<()> {
 
 #[test]
 fn get_watch_sees_a_later_change() -> Result<()> {
-    let Some((s, _dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, _dir) = server()?;
     s.create(
         "configmaps",
         "default",
@@ -383,9 +368,7 @@ fn get_watch_sees_a_later_change() -> Result<()> {
 
 #[test]
 fn stale_resource_version_put_conflicts() -> Result<()> {
-    let Some((s, dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, dir) = server()?;
     let old = s.create(
         "configmaps",
         "default",
@@ -422,9 +405,7 @@ fn stale_resource_version_put_conflicts() -> Result<()> {
 
 #[test]
 fn watch_from_an_expired_resource_version_is_gone() -> Result<()> {
-    if !kubectl_available() {
-        return Ok(());
-    }
+    server()?;
     let s = ApiServer::start_with(ApiServerOptions {
         watch_history: 3,
         ..ApiServerOptions::default()
@@ -472,9 +453,7 @@ fn watch_from_an_expired_resource_version_is_gone() -> Result<()> {
 
 #[test]
 fn watch_bookmarks_arrive_with_the_current_resource_version() -> Result<()> {
-    let Some((s, _dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, _dir) = server()?;
     let cm = s.create("configmaps", "default", json!({"metadata": {"name": "b"}}))?;
     let rv = cm["metadata"]["resourceVersion"]
         .as_str()
@@ -497,9 +476,7 @@ fn watch_bookmarks_arrive_with_the_current_resource_version() -> Result<()> {
 
 #[test]
 fn restart_keeps_the_data_and_the_port() -> Result<()> {
-    let Some((mut s, _dir)) = server()? else {
-        return Ok(());
-    };
+    let (mut s, _dir) = server()?;
     s.kubectl(&["create", "namespace", "keep"])?;
     let url = s.url();
     s.stop();
@@ -525,9 +502,7 @@ fn restart_keeps_the_data_and_the_port() -> Result<()> {
 
 #[test]
 fn typed_commands_with_protobuf_bodies_work() -> Result<()> {
-    let Some((s, dir)) = server()? else {
-        return Ok(());
-    };
+    let (s, dir) = server()?;
     s.kubectl(&["create", "configmap", "lit", "--from-literal=k=v"])?;
     ensure!(s
         .get("configmaps", "default", "lit")

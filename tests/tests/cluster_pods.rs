@@ -168,7 +168,7 @@ fn apply(server: &ApiServer, agent: &Agent, template: &str, extra: &[(&str, &str
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), yaml)?;
     let path = file.path().to_string_lossy().into_owned();
-    server.kubectl(&["apply", "--validate=false", "-f", &path])?;
+    server.kubectl(&["apply", "-f", &path])?;
     Ok(())
 }
 

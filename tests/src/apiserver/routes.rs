@@ -199,7 +199,7 @@ pub async fn handle(
             .security
             .authorize(user.as_ref(), verb, "", "", "", &path)
         {
-            return error_response(&denied(user.as_ref(), &user_name, verb, None, &path));
+            return error_response(&denied(&user_name, verb, None, &path));
         }
         return non_resource(&state, &path);
     };
@@ -215,13 +215,7 @@ pub async fn handle(
             &target.name,
         )
     {
-        return error_response(&denied(
-            user.as_ref(),
-            &user_name,
-            verb,
-            Some(&target),
-            &path,
-        ));
+        return error_response(&denied(&user_name, verb, Some(&target), &path));
     }
     match resource(
         &state,
@@ -237,16 +231,9 @@ pub async fn handle(
     }
 }
 
-fn denied(
-    user: Option<&User>,
-    name: &str,
-    verb: &str,
-    target: Option<&Target>,
-    path: &str,
-) -> ApiError {
-    if user.is_none() {
-        return ApiError::unauthorized("Unauthorized");
-    }
+/// 403 naming the user; anonymous requests are `system:anonymous`, denied like anyone
+/// else (kube-apiserver with anonymous auth enabled answers 403, not 401).
+fn denied(name: &str, verb: &str, target: Option<&Target>, path: &str) -> ApiError {
     match target {
         Some(t) => {
             let res = if t.sub.is_empty() {
