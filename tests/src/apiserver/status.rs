@@ -49,7 +49,11 @@ impl ApiError {
 
     /// 409 AlreadyExists.
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        )
     }
 
     /// 409 Conflict (stale resourceVersion, failed precondition).
