@@ -174,6 +174,14 @@ impl PodWorker {
             Ok(config) => config,
             Err(error) => return self.create_failed(name, "CreateContainerConfigError", error),
         };
+        for message in convert::invalid_env_from_keys(pod, spec, &self.objects) {
+            self.event(
+                EventKind::Warning,
+                "InvalidEnvironmentVariableNames",
+                Some(name),
+                message,
+            );
+        }
         let cri = &self.shared.cri;
         let id = match cri
             .create_container(&sandbox.id, config, sandbox.config.clone())
