@@ -18,7 +18,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher, Event};
 use tests::agent::{Agent, Runtime};
 use tests::apiserver::ApiServer;
-use tests::pods::bench::{build_capstan_release, count_from_env, percentile_ms, tail};
+use tests::pods::bench::{
+    build_capstan_release, count_from_env, percentile_ms, report_times, tail,
+};
 use tokio::sync::mpsc;
 
 /// How long the agent's steady-state requests are counted.
@@ -156,17 +158,6 @@ async fn admin_client(server: &ApiServer) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-fn report(label: &str, times: &[Duration]) {
-    println!(
-        "{label}: {} pods, median {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
-        times.len(),
-        percentile_ms(times, 0.5),
-        percentile_ms(times, 0.99),
-        percentile_ms(times, 0.0),
-        percentile_ms(times, 1.0)
-    );
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tests::binaries::require_root()?;
@@ -191,7 +182,7 @@ async fn main() -> Result<()> {
     }
     one_at_a_time(&api, &mut seen, &agent, 2, "warm").await?;
     let times = one_at_a_time(&api, &mut seen, &agent, count, "one").await?;
-    report("created through the API → Running (watch)", &times);
+    report_times("created through the API → Running (watch)", &times);
 
     let names: BTreeSet<String> = (0..burst).map(|i| format!("burst{i}")).collect();
     let started = Instant::now();

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tests::agent::{is_ready, Agent, PodWatch, Runtime};
-use tests::pods::bench::{build_capstan_release, count_from_env, percentile_ms, tail};
+use tests::pods::bench::{
+    build_capstan_release, count_from_env, percentile_ms, report_times, tail,
+};
 
 /// How long the idle agent is watched for its CPU use.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
@@ -88,17 +90,6 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(utime + stime)
 }
 
-fn report(label: &str, times: &[Duration]) {
-    println!(
-        "{label}: {} pods, median {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
-        times.len(),
-        percentile_ms(times, 0.5),
-        percentile_ms(times, 0.99),
-        percentile_ms(times, 0.0),
-        percentile_ms(times, 1.0)
-    );
-}
-
 fn main() -> Result<()> {
     tests::binaries::require_root()?;
     build_capstan_release()?;
@@ -109,7 +100,7 @@ fn main() -> Result<()> {
     // Warm-up: pulls the image and creates the bridge.
     one_at_a_time(&agent, 2, "warm")?;
     let ours = one_at_a_time(&agent, count, "one")?;
-    report("capstan (built-in runtime)", &ours);
+    report_times("capstan (built-in runtime)", &ours);
 
     let mut watch = agent.watch()?;
     let names: BTreeSet<String> = (0..burst)
@@ -139,7 +130,7 @@ fn main() -> Result<()> {
     let peer = Agent::start(Runtime::Containerd)?;
     one_at_a_time(&peer, 2, "warm")?;
     let theirs = one_at_a_time(&peer, count, "one")?;
-    report("capstan agent on containerd", &theirs);
+    report_times("capstan agent on containerd", &theirs);
     drop(peer);
 
     println!(

@@ -405,6 +405,18 @@ impl PodWatch {
     }
 }
 
+/// A plain HTTP/1.0 GET of a pod's server (raw socket, so nothing but the pod answers):
+/// the whole response, headers included.
+pub fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
+    let mut stream = std::net::TcpStream::connect((ip, port))
+        .with_context(|| format!("connecting {ip}:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut body)?;
+    Ok(body)
+}
+
 /// Whether a pod's Ready condition is True.
 pub fn is_ready(pod: &Value) -> bool {
     condition(pod, "Ready") == Some("True")

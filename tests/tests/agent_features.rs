@@ -5,8 +5,7 @@
 //! -f, --tail) and graceful termination with its grace period.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rand::Rng as _;
 use serde_json::Value;
-use tests::agent::{container_status, is_ready, Agent, Runtime};
+use tests::agent::{container_status, http_get, is_ready, Agent, Runtime};
 use tests::binaries::capstan_bin;
 use tests::TempRoot;
 
@@ -105,16 +104,6 @@ fn describe_containing(agent: &Agent, name: &str, needles: &[&str]) -> Result<St
             ))
         },
     )
-}
-
-fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
-    let mut stream =
-        TcpStream::connect((ip, port)).with_context(|| format!("connecting {ip}:{port}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
 }
 
 /// A one-container pod: `spec` and `container` are extra YAML lines at their indents

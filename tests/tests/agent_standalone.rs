@@ -3,13 +3,11 @@
 //! and sidecars sharing an emptyDir, restart policies and back-off, manifest changes and
 //! removal, invalid manifests, logs and exec through the CLI, and kill -9 adoption.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use tests::agent::{container_status, is_ready, manifest, Agent, Runtime};
+use tests::agent::{container_status, http_get, is_ready, manifest, Agent, Runtime};
 
 const WEB: &str = r#"
 apiVersion: v1
@@ -66,16 +64,6 @@ spec:
 
 fn phase(pod: &Value) -> &str {
     pod["status"]["phase"].as_str().unwrap_or("")
-}
-
-fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
-    let mut stream =
-        TcpStream::connect((ip, port)).with_context(|| format!("connecting {ip}:{port}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
 }
 
 fn stdout(out: &std::process::Output) -> String {

@@ -4,13 +4,11 @@
 //! keeps mounted configMaps current, runs preStop on deletion and removes the pod from the
 //! API, rejects pods that do not fit, mirrors static pods, and rides out an API outage.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use tests::agent::{condition, container_status, manifest, Agent, Runtime};
+use tests::agent::{condition, container_status, http_get, manifest, Agent, Runtime};
 use tests::apiserver::ApiServer;
 
 const WEB: &str = r#"
@@ -174,16 +172,6 @@ fn apply(server: &ApiServer, agent: &Agent, template: &str, extra: &[(&str, &str
 
 fn phase(pod: &Value) -> &str {
     pod["status"]["phase"].as_str().unwrap_or("")
-}
-
-fn http_get(ip: &str, port: u16, path: &str) -> Result<String> {
-    let mut stream =
-        TcpStream::connect((ip, port)).with_context(|| format!("connecting {ip}:{port}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
 }
 
 fn exec(agent: &Agent, pod: &str, command: &[&str]) -> Result<String> {

@@ -36,6 +36,18 @@ pub fn build_capstan_release() -> Result<()> {
     Ok(())
 }
 
+/// Print one line of a timing series: count, median, p99, min and max.
+pub fn report_times(label: &str, times: &[Duration]) {
+    println!(
+        "{label}: {} pods, median {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        times.len(),
+        percentile_ms(times, 0.5),
+        percentile_ms(times, 0.99),
+        percentile_ms(times, 0.0),
+        percentile_ms(times, 1.0)
+    );
+}
+
 /// The last `lines` lines of `text` (a runtime's log, for error context).
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 
 pub use connection::Connection;
 pub use mirror::{is_mirror, CONFIG_MIRROR_ANNOTATION};
@@ -25,6 +25,7 @@ use crate::kubelet::admission::{admit, Rejection};
 use crate::kubelet::bootstrap::ApiClient;
 use crate::kubelet::source::CONFIG_SOURCE_ANNOTATION;
 use mirror::{plan, MirrorAction};
+use status_sync::delete_now;
 
 /// The API side of the pod set: which API pods run, and the status and mirror bookkeeping.
 pub struct ClusterPods {
@@ -168,19 +169,8 @@ async fn apply_mirror_action(client: kube::Client, action: MirrorAction) {
             }
         }
         MirrorAction::Delete(target) => {
-            let api: Api<Pod> = Api::namespaced(client, &target.namespace);
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(target.uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&target.name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(error) => tracing::warn!(pod = %target.name, %error, "deleting mirror pod"),
+            if let Err(error) = delete_now(client, &target).await {
+                tracing::warn!(pod = %target.name, %error, "deleting mirror pod");
             }
         }
     }

@@ -247,25 +247,13 @@ impl StatusSync {
                     }
                 }
             }
-            Work::Delete(api) => {
-                let pods: Api<Pod> = Api::namespaced(client, &api.namespace);
-                let params = DeleteParams {
-                    grace_period_seconds: Some(0),
-                    preconditions: Some(Preconditions {
-                        uid: Some(api.uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match pods.delete(&api.name, &params).await {
-                    Ok(_) => Done::Deleted(api.uid),
-                    Err(error) if is_gone(&error) => Done::Deleted(api.uid),
-                    Err(error) => {
-                        tracing::warn!(pod = %format!("{}/{}", api.namespace, api.name), %error, "deleting pod");
-                        Done::Failed
-                    }
+            Work::Delete(api) => match delete_now(client, &api).await {
+                Ok(()) => Done::Deleted(api.uid),
+                Err(error) => {
+                    tracing::warn!(pod = %format!("{}/{}", api.namespace, api.name), %error, "deleting pod");
+                    Done::Failed
                 }
-            }
+            },
         }
     }
 
@@ -290,6 +278,28 @@ impl StatusSync {
                 Done::Failed => {}
             }
         }
+    }
+}
+
+/// Delete the API pod `target` for good (grace 0), only if it is still the same object
+/// (UID precondition); already gone, or replaced by a namesake, counts as done.
+pub(super) async fn delete_now(
+    client: kube::Client,
+    target: &StatusTarget,
+) -> Result<(), kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client, &target.namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(target.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&target.name, &params).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_gone(&error) => Ok(()),
+        Err(error) => Err(error),
     }
 }
 
