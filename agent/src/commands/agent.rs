@@ -39,7 +39,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(socket) = args.runtime_socket {
         runtime.socket = socket;
     }
-    let kubeconfig = args.kubeconfig.clone().or_else(|| joined_kubeconfig(&args.config));
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .or_else(|| joined_kubeconfig(&args.config));
     kubelet
         .validate()
         .map_err(anyhow::Error::msg)
