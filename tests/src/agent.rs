@@ -19,6 +19,7 @@ use crate::cleanup::TempRoot;
 use crate::containerd::Containerd;
 use crate::names::unique_name;
 use crate::pods::{PodEnv, PodImages, PodNetwork};
+use crate::registry::Registry;
 
 /// How long the agent may take to serve its local API.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,6 +48,8 @@ pub struct Agent {
     kubelet_lines: Vec<String>,
     /// `--kubeconfig` when the agent runs in cluster mode.
     kubeconfig: Option<PathBuf>,
+    /// Registries the runtime may pull from, with their TLS settings.
+    registries: CriConfig,
 }
 
 impl Agent {
@@ -57,24 +60,37 @@ impl Agent {
 
     /// [`Self::start`] with extra `kubelet:` config lines (YAML, one key each).
     pub fn start_with(runtime: Runtime, kubelet_lines: &[&str]) -> Result<Self> {
-        let agent = Self::prepare(runtime, kubelet_lines)?;
+        let agent = Self::prepare(runtime, kubelet_lines, None)?;
         agent.finish_start()
     }
 
     /// Join the cluster of `server` with a fresh bootstrap token (`capstan join`), then run
     /// the agent in cluster mode with the kubeconfig the join wrote.
     pub fn join(runtime: Runtime, server: &ApiServer, kubelet_lines: &[&str]) -> Result<Self> {
-        let mut agent = Self::prepare(runtime, kubelet_lines)?;
+        Self::prepare(runtime, kubelet_lines, None)?.join_cluster(server)
+    }
+
+    /// [`Self::join`] with the runtime also pulling from `registry` (plain HTTP or its CA).
+    pub fn join_trusting(
+        runtime: Runtime,
+        server: &ApiServer,
+        kubelet_lines: &[&str],
+        registry: &Registry,
+    ) -> Result<Self> {
+        Self::prepare(runtime, kubelet_lines, Some(registry))?.join_cluster(server)
+    }
+
+    fn join_cluster(mut self, server: &ApiServer) -> Result<Self> {
         let token = server.create_bootstrap_token(None)?;
-        let kubeconfig = agent.dir.join("kubeconfig");
+        let kubeconfig = self.dir.join("kubeconfig");
         let out = Command::new(capstan_bin()?)
             .args(["join", "--server", &server.url(), "--token", &token])
             .args(["--discovery-token-ca-cert-hash", &server.ca_cert_hash()])
-            .args(["--node-name", &agent.node_name])
+            .args(["--node-name", &self.node_name])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--pki-dir")
-            .arg(agent.dir.join("pki"))
+            .arg(self.dir.join("pki"))
             .output()
             .context("running capstan join")?;
         ensure!(
@@ -82,8 +98,8 @@ impl Agent {
             "capstan join failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        agent.kubeconfig = Some(kubeconfig);
-        agent.finish_start()
+        self.kubeconfig = Some(kubeconfig);
+        self.finish_start()
     }
 
     fn finish_start(mut self) -> Result<Self> {
@@ -92,20 +108,26 @@ impl Agent {
         Ok(self)
     }
 
-    fn prepare(runtime: Runtime, kubelet_lines: &[&str]) -> Result<Self> {
+    fn prepare(
+        runtime: Runtime,
+        kubelet_lines: &[&str],
+        extra_registry: Option<&Registry>,
+    ) -> Result<Self> {
         require_root()?;
         let images = PodImages::start()?;
+        let mut registries = CriConfig::default().registry(images.registry());
+        let mut hosts = vec![images.registry().host()];
+        if let Some(extra) = extra_registry {
+            registries = registries.registry(extra);
+            hosts.push(extra.host());
+        }
         let net = PodNetwork::reference()?;
         let env = PodEnv::new()?;
         let dir = TempRoot::new("agent")?;
         fs::create_dir_all(dir.join("manifests"))?;
         let containerd = match runtime {
             Runtime::Builtin => None,
-            Runtime::Containerd => Some(Containerd::start_pods(
-                &[images.registry().host()],
-                &net,
-                images.pause(),
-            )?),
+            Runtime::Containerd => Some(Containerd::start_pods(&hosts, &net, images.pause())?),
         };
         Ok(Self {
             images,
@@ -117,14 +139,12 @@ impl Agent {
             child: None,
             kubelet_lines: kubelet_lines.iter().map(|l| (*l).to_owned()).collect(),
             kubeconfig: None,
+            registries,
         })
     }
 
     fn write_config(&self) -> Result<()> {
-        let runtime = self.env.capstan_config(
-            &self.net,
-            CriConfig::default().registry(self.images.registry()),
-        );
+        let runtime = self.env.capstan_config(&self.net, self.registries.clone());
         let mut yaml = runtime.render(&self.dir.join("runtime"), &self.dir.join("cri.sock"));
         yaml.push_str("kubelet:\n");
         let endpoint = self.containerd.as_ref().map(Containerd::endpoint);

@@ -10,6 +10,9 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use tests::agent::{condition, container_status, http_get, manifest, Agent, Runtime};
 use tests::apiserver::ApiServer;
+use tests::image::{catalog, ManifestKind};
+use tests::push::{image_ref, push_image};
+use tests::registry::{Registry, RegistryOptions};
 
 const WEB: &str = r#"
 apiVersion: v1
@@ -101,6 +104,20 @@ spec:
     readinessProbe:
       exec: {command: [cat, /tmp/ready]}
       periodSeconds: 1
+"#;
+
+const PRIVATE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: private, namespace: default}
+spec:
+  nodeName: NODE
+  terminationGracePeriodSeconds: 1
+  imagePullSecrets: [{name: regcred}]
+  containers:
+  - name: app
+    image: PRIVATE_REF
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
 "#;
 
 /// Poll the API object until `check` accepts it; the last object seen is in the error.
@@ -372,4 +389,84 @@ fn api_outage_keeps_pods_running_and_statuses_converge() -> Result<()> {
     let node = node_ready(&server, &agent)?;
     ensure!(condition(&node, "Ready") == Some("True"));
     Ok(())
+}
+
+#[test]
+fn image_pull_secrets_authenticate_pulls_from_a_private_registry() -> Result<()> {
+    let (user, pass) = ("puller", "pull-s3cret");
+    let registry = Registry::start(RegistryOptions::plain().basic_auth(user, pass))?;
+    push_image(
+        &registry,
+        "private/busybox",
+        "1",
+        &catalog::busybox()?,
+        ManifestKind::Oci,
+        false,
+    )?;
+    let image = image_ref(&registry, "private/busybox", "1");
+    let server = ApiServer::start()?;
+    let agent = Agent::join_trusting(Runtime::Builtin, &server, &[], &registry)?;
+    node_ready(&server, &agent)?;
+
+    // Without the pull secret the pull is refused and the pod says why.
+    apply(&server, &agent, PRIVATE, &[("PRIVATE_REF", &image)])?;
+    let refused = wait_pod(&server, &agent, "private", "refused its image", |p| {
+        container_status(p, "app").is_some_and(|s| {
+            matches!(
+                s["state"]["waiting"]["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+        })
+    })?;
+    ensure!(phase(&refused) == "Pending", "{}", refused["status"]);
+    let failed = pull_failures(&server, "private")?;
+    ensure!(
+        failed.iter().any(|m| m.to_lowercase().contains("authoriz")),
+        "pull refused for another reason: {failed:?}"
+    );
+    server.kubectl(&["delete", "pod", "private", "--wait=false"])?;
+    wait_object(
+        &server,
+        &agent,
+        ("pods", "default", "private"),
+        Duration::from_secs(30),
+        "deleted",
+        |pod| pod.is_none(),
+    )?;
+
+    // With a kubernetes.io/dockerconfigjson secret naming the registry, it runs.
+    let auth = base64_encode(&format!("{user}:{pass}"));
+    let docker_config = serde_json::json!({"auths": {registry.host(): {"auth": auth}}});
+    server.create(
+        "secrets",
+        "default",
+        serde_json::json!({
+            "metadata": {"name": "regcred"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64_encode(&docker_config.to_string())}
+        }),
+    )?;
+    apply(&server, &agent, PRIVATE, &[("PRIVATE_REF", &image)])?;
+    wait_pod(&server, &agent, "private", "Running", |p| {
+        phase(p) == "Running"
+    })?;
+    Ok(())
+}
+
+/// Messages of the `Failed` events (failed pulls) about pod `name`.
+fn pull_failures(server: &ApiServer, name: &str) -> Result<Vec<String>> {
+    let events: Value = serde_json::from_str(&server.kubectl(&["get", "events", "-o", "json"])?)?;
+    let messages = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == "Failed")
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    Ok(messages)
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
