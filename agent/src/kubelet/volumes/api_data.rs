@@ -2,6 +2,8 @@
 //! plugins make them (`MakePayload`): every key, or the listed items with their own paths
 //! and modes; a missing object or key is an error unless the source is optional.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, DownwardAPIVolumeSource, KeyToPath, Pod, ProjectedVolumeSource,
     SecretVolumeSource,
@@ -27,15 +29,13 @@ pub(super) fn config_map(
     let mode = default_mode(volume, source.default_mode)?;
     let optional = source.optional.unwrap_or(false);
     let mut out = Payload::new();
-    config_map_files(
-        volume,
-        &source.name,
-        source.items.as_deref(),
-        mode,
+    let keys = KeySource {
+        kind: ObjectKind::ConfigMap,
+        name: &source.name,
+        items: source.items.as_deref(),
         optional,
-        objects,
-        &mut out,
-    )?;
+    };
+    keys.project(volume, mode, objects, &mut out)?;
     Ok(out)
 }
 
@@ -53,15 +53,13 @@ pub(super) fn secret(
     let mode = default_mode(volume, source.default_mode)?;
     let optional = source.optional.unwrap_or(false);
     let mut out = Payload::new();
-    secret_files(
-        volume,
+    let keys = KeySource {
+        kind: ObjectKind::Secret,
         name,
-        source.items.as_deref(),
-        mode,
+        items: source.items.as_deref(),
         optional,
-        objects,
-        &mut out,
-    )?;
+    };
+    keys.project(volume, mode, objects, &mut out)?;
     Ok(out)
 }
 
@@ -91,27 +89,21 @@ pub(super) fn projected(
             ));
         }
         if let Some(cm) = &projection.config_map {
-            let optional = cm.optional.unwrap_or(false);
-            config_map_files(
-                volume,
-                &cm.name,
-                cm.items.as_deref(),
-                mode,
-                optional,
-                objects,
-                &mut files,
-            )?;
+            let keys = KeySource {
+                kind: ObjectKind::ConfigMap,
+                name: &cm.name,
+                items: cm.items.as_deref(),
+                optional: cm.optional.unwrap_or(false),
+            };
+            keys.project(volume, mode, objects, &mut files)?;
         } else if let Some(secret) = &projection.secret {
-            let optional = secret.optional.unwrap_or(false);
-            secret_files(
-                volume,
-                &secret.name,
-                secret.items.as_deref(),
-                mode,
-                optional,
-                objects,
-                &mut files,
-            )?;
+            let keys = KeySource {
+                kind: ObjectKind::Secret,
+                name: &secret.name,
+                items: secret.items.as_deref(),
+                optional: secret.optional.unwrap_or(false),
+            };
+            keys.project(volume, mode, objects, &mut files)?;
         } else if let Some(da) = &projection.downward_api {
             let source = DownwardAPIVolumeSource {
                 items: da.items.clone(),
@@ -157,122 +149,96 @@ pub(super) fn projected(
     Ok(out)
 }
 
-fn config_map_files(
-    volume: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    mode: u32,
-    optional: bool,
-    objects: &PodObjects,
-    out: &mut Payload,
-) -> Result<(), VolumeError> {
-    let cm = objects.config_map(name);
-    if cm.is_none() && !optional {
-        return Err(not_found(volume, "configmap", name));
-    }
-    let lookup = |key: &str| {
-        let cm = cm?;
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.as_bytes().to_vec())
-            .or_else(|| {
-                cm.binary_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|b| b.0.clone())
-            })
-    };
-    let keys: Vec<String> = cm
-        .into_iter()
-        .flat_map(|cm| {
-            cm.data
-                .iter()
-                .flat_map(|d| d.keys())
-                .chain(cm.binary_data.iter().flat_map(|d| d.keys()))
-        })
-        .cloned()
-        .collect();
-    project(
-        volume,
-        "configmap",
-        name,
-        &keys,
-        lookup,
-        items,
-        mode,
-        optional,
-        out,
-    )
+/// The two kinds of object whose keys become files.
+#[derive(Clone, Copy)]
+enum ObjectKind {
+    ConfigMap,
+    Secret,
 }
 
-fn secret_files(
-    volume: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    mode: u32,
-    optional: bool,
-    objects: &PodObjects,
-    out: &mut Payload,
-) -> Result<(), VolumeError> {
-    let secret = objects.secret(name);
-    if secret.is_none() && !optional {
-        return Err(not_found(volume, "secret", name));
-    }
-    let data = secret.and_then(|s| s.data.as_ref());
-    let lookup = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.clone());
-    let keys: Vec<String> = data.iter().flat_map(|d| d.keys()).cloned().collect();
-    project(
-        volume, "secret", name, &keys, lookup, items, mode, optional, out,
-    )
-}
-
-/// Every key under its own name, or the listed items (missing keys skipped when optional).
-#[allow(clippy::too_many_arguments)]
-fn project(
-    volume: &str,
-    kind: &'static str,
-    name: &str,
-    keys: &[String],
-    lookup: impl Fn(&str) -> Option<Vec<u8>>,
-    items: Option<&[KeyToPath]>,
-    mode: u32,
-    optional: bool,
-    out: &mut Payload,
-) -> Result<(), VolumeError> {
-    let items = items.unwrap_or_default();
-    if items.is_empty() {
-        for key in keys {
-            if let Some(data) = lookup(key) {
-                out.insert(clean(volume, key)?, FileProjection { data, mode });
-            }
+impl ObjectKind {
+    fn label(self) -> &'static str {
+        match self {
+            ObjectKind::ConfigMap => "configmap",
+            ObjectKind::Secret => "secret",
         }
-        return Ok(());
     }
-    for item in items {
-        let Some(data) = lookup(&item.key) else {
-            if optional {
-                continue;
+
+    /// Key → bytes of the named object; `None` when the pod's objects do not hold it.
+    fn data(self, name: &str, objects: &PodObjects) -> Option<BTreeMap<String, Vec<u8>>> {
+        match self {
+            ObjectKind::ConfigMap => objects.config_map(name).map(|cm| {
+                let text = cm.data.iter().flatten();
+                let binary = cm.binary_data.iter().flatten();
+                text.map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                    .chain(binary.map(|(k, v)| (k.clone(), v.0.clone())))
+                    .collect()
+            }),
+            ObjectKind::Secret => objects.secret(name).map(|secret| {
+                let data = secret.data.iter().flatten();
+                data.map(|(k, v)| (k.clone(), v.0.clone())).collect()
+            }),
+        }
+    }
+}
+
+/// One configMap or secret source of a volume or projection.
+struct KeySource<'a> {
+    kind: ObjectKind,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
+    optional: bool,
+}
+
+impl KeySource<'_> {
+    /// Every key under its own name, or the listed items (missing keys skipped when optional).
+    fn project(
+        &self,
+        volume: &str,
+        mode: u32,
+        objects: &PodObjects,
+        out: &mut Payload,
+    ) -> Result<(), VolumeError> {
+        let kind = self.kind.label();
+        let Some(data) = self.kind.data(self.name, objects) else {
+            return if self.optional {
+                Ok(())
+            } else {
+                Err(not_found(volume, kind, self.name))
+            };
+        };
+        let items = self.items.unwrap_or_default();
+        if items.is_empty() {
+            for (key, data) in data {
+                out.insert(clean(volume, &key)?, FileProjection { data, mode });
             }
-            return Err(VolumeError::MissingKey {
-                volume: volume.to_string(),
-                kind,
-                name: name.to_string(),
-                key: item.key.clone(),
-            });
-        };
-        let mode = match item.mode {
-            Some(m) => checked_mode(m).ok_or_else(|| {
-                invalid(
-                    volume,
-                    format!("item {:?}: mode must be between 0 and 0777", item.path),
-                )
-            })?,
-            None => mode,
-        };
-        out.insert(clean(volume, &item.path)?, FileProjection { data, mode });
+            return Ok(());
+        }
+        for item in items {
+            let Some(data) = data.get(&item.key).cloned() else {
+                if self.optional {
+                    continue;
+                }
+                return Err(VolumeError::MissingKey {
+                    volume: volume.to_string(),
+                    kind,
+                    name: self.name.to_string(),
+                    key: item.key.clone(),
+                });
+            };
+            let mode = match item.mode {
+                Some(m) => checked_mode(m).ok_or_else(|| {
+                    invalid(
+                        volume,
+                        format!("item {:?}: mode must be between 0 and 0777", item.path),
+                    )
+                })?,
+                None => mode,
+            };
+            out.insert(clean(volume, &item.path)?, FileProjection { data, mode });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn clean(volume: &str, path: &str) -> Result<String, VolumeError> {

@@ -4,48 +4,18 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
+use super::test_fixture::{Fixture, TestResult};
 use super::*;
 use crate::kubelet::api_objects::{PodObjects, TokenKey};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const NODE: NodeAllocatable = NodeAllocatable {
-    cpu_millis: 2000,
-    memory_bytes: 1 << 30,
-    ephemeral_storage_bytes: 10 << 30,
-};
-
-struct Fixture {
-    manager: VolumeManager,
-    uid: String,
-    _tmp: tempfile::TempDir,
-}
-
 impl Fixture {
-    fn new() -> Result<Self, std::io::Error> {
-        let tmp = tempfile::tempdir()?;
-        let uid = format!(
-            "api-{}",
-            tmp.path()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        )
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
-        Ok(Fixture {
-            manager: VolumeManager::new(tmp.path().join("pods"), NODE),
-            uid,
-            _tmp: tmp,
-        })
-    }
-
-    fn pod(&self, volumes: serde_json::Value) -> Result<Pod, serde_json::Error> {
+    fn api_pod(&self, volumes: serde_json::Value) -> Result<Pod, serde_json::Error> {
         let mut pod: Pod = serde_json::from_value(json!({
             "spec": {"volumes": volumes, "containers": [{"name": "app"}]}
         }))?;
@@ -56,23 +26,6 @@ impl Fixture {
             ..Default::default()
         };
         Ok(pod)
-    }
-
-    fn volume_dir(&self, plugin: &str, name: &str) -> PathBuf {
-        self.manager
-            .pods_dir()
-            .join(&self.uid)
-            .join("volumes")
-            .join(plugin)
-            .join(name)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Err(e) = self.manager.teardown(&self.uid) {
-            eprintln!("teardown in test cleanup failed: {e}");
-        }
     }
 }
 
@@ -112,8 +65,8 @@ fn mode(path: &Path) -> Result<u32, std::io::Error> {
 
 #[test]
 fn config_map_volume_has_every_key_and_follows_changes() -> TestResult {
-    let fx = Fixture::new()?;
-    let pod = fx.pod(json!([{"name": "conf", "configMap": {"name": "cfg"}}]))?;
+    let fx = Fixture::new("api")?;
+    let pod = fx.api_pod(json!([{"name": "conf", "configMap": {"name": "cfg"}}]))?;
     fx.manager.setup(&pod, &base_objects()?)?;
     let dir = fx.volume_dir("kubernetes.io~configmap", "conf");
     assert_eq!(fs::read_to_string(dir.join("app.conf"))?, "port=80");
@@ -142,8 +95,8 @@ fn config_map_volume_has_every_key_and_follows_changes() -> TestResult {
 
 #[test]
 fn secret_volume_is_on_tmpfs_with_item_modes() -> TestResult {
-    let fx = Fixture::new()?;
-    let pod = fx.pod(json!([{"name": "creds", "secret": {
+    let fx = Fixture::new("api")?;
+    let pod = fx.api_pod(json!([{"name": "creds", "secret": {
         "secretName": "creds", "defaultMode": 0o400,
         "items": [{"key": "password", "path": "db/pass", "mode": 0o440}, {"key": "user", "path": "user"}]
     }}]))?;
@@ -166,9 +119,9 @@ fn secret_volume_is_on_tmpfs_with_item_modes() -> TestResult {
 
 #[test]
 fn missing_objects_and_keys_fail_unless_optional() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("api")?;
     let none = PodObjects::default();
-    let pod = fx.pod(json!([{"name": "conf", "configMap": {"name": "ghost"}}]))?;
+    let pod = fx.api_pod(json!([{"name": "conf", "configMap": {"name": "ghost"}}]))?;
     let err = fx
         .manager
         .setup(&pod, &none)
@@ -178,13 +131,13 @@ fn missing_objects_and_keys_fail_unless_optional() -> TestResult {
         err,
         Err("MountVolume.SetUp failed for volume \"conf\" : configmap \"ghost\" not found".into())
     );
-    let pod = fx.pod(json!([{"name": "creds", "secret": {"secretName": "creds",
+    let pod = fx.api_pod(json!([{"name": "creds", "secret": {"secretName": "creds",
         "items": [{"key": "nope", "path": "x"}]}}]))?;
     assert!(matches!(
         fx.manager.setup(&pod, &base_objects()?),
         Err(VolumeError::MissingKey { ref key, kind: "secret", .. }) if key == "nope"
     ));
-    let pod = fx.pod(json!([
+    let pod = fx.api_pod(json!([
         {"name": "conf", "configMap": {"name": "ghost", "optional": true}},
         {"name": "creds", "secret": {"secretName": "creds", "optional": true,
             "items": [{"key": "nope", "path": "x"}, {"key": "user", "path": "u"}]}}
@@ -203,7 +156,7 @@ fn missing_objects_and_keys_fail_unless_optional() -> TestResult {
 
 #[test]
 fn hostile_item_paths_are_refused_before_writing() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("api")?;
     for path in [
         "../escape",
         "/etc/passwd",
@@ -212,7 +165,7 @@ fn hostile_item_paths_are_refused_before_writing() -> TestResult {
         "..2024",
         "",
     ] {
-        let pod = fx.pod(json!([{"name": "conf", "configMap": {"name": "cfg",
+        let pod = fx.api_pod(json!([{"name": "conf", "configMap": {"name": "cfg",
             "items": [{"key": "mode", "path": path}]}}]))?;
         assert!(
             matches!(
@@ -223,7 +176,7 @@ fn hostile_item_paths_are_refused_before_writing() -> TestResult {
         );
     }
     let pod =
-        fx.pod(json!([{"name": "conf", "configMap": {"name": "cfg", "defaultMode": 0o1777}}]))?;
+        fx.api_pod(json!([{"name": "conf", "configMap": {"name": "cfg", "defaultMode": 0o1777}}]))?;
     assert!(matches!(
         fx.manager.setup(&pod, &base_objects()?),
         Err(VolumeError::InvalidVolume { .. })
@@ -240,8 +193,8 @@ fn hostile_item_paths_are_refused_before_writing() -> TestResult {
 
 #[test]
 fn projected_volume_merges_sources_on_tmpfs() -> TestResult {
-    let fx = Fixture::new()?;
-    let pod = fx.pod(json!([{"name": "kube-api-access", "projected": {"defaultMode": 0o420, "sources": [
+    let fx = Fixture::new("api")?;
+    let pod = fx.api_pod(json!([{"name": "kube-api-access", "projected": {"defaultMode": 0o420, "sources": [
         {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
         {"configMap": {"name": "cfg", "items": [{"key": "mode", "path": "cfg/mode"}]}},
         {"secret": {"name": "creds", "items": [{"key": "user", "path": "user"}]}},
@@ -289,7 +242,7 @@ type Expect = fn(&VolumeError) -> bool;
 
 #[test]
 fn projected_volume_refusals() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("api")?;
     let cases: Vec<(serde_json::Value, Expect)> = vec![
         (json!([{"serviceAccountToken": {"path": "token"}}]), |e| {
             matches!(e, VolumeError::TokenNotIssued { .. })
@@ -309,7 +262,7 @@ fn projected_volume_refusals() -> TestResult {
         ),
     ];
     for (sources, expected) in cases {
-        let pod = fx.pod(json!([{"name": "p", "projected": {"sources": sources}}]))?;
+        let pod = fx.api_pod(json!([{"name": "p", "projected": {"sources": sources}}]))?;
         match fx.manager.setup(&pod, &base_objects()?) {
             Err(e) if expected(&e) => {}
             other => return Err(format!("{sources}: unexpected {other:?}").into()),
@@ -320,8 +273,8 @@ fn projected_volume_refusals() -> TestResult {
 
 #[test]
 fn several_sources_are_refused() -> TestResult {
-    let fx = Fixture::new()?;
-    let pod = fx.pod(
+    let fx = Fixture::new("api")?;
+    let pod = fx.api_pod(
         json!([{"name": "v", "configMap": {"name": "cfg"}, "secret": {"secretName": "creds"}}]),
     )?;
     assert!(matches!(

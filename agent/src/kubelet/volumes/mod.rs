@@ -44,6 +44,8 @@ mod manager;
 mod mounts;
 mod subpath;
 #[cfg(test)]
+mod test_fixture;
+#[cfg(test)]
 mod tests;
 
 pub use allocatable::NodeAllocatable;

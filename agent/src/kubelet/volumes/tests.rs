@@ -15,46 +15,15 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::test_fixture::{Fixture, TestResult, NODE};
 use super::*;
 use crate::kubelet::api_objects::PodObjects;
 
 /// Static pods: nothing resolved from an API server.
 static NO_OBJECTS: std::sync::LazyLock<PodObjects> = std::sync::LazyLock::new(PodObjects::default);
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const NODE: NodeAllocatable = NodeAllocatable {
-    cpu_millis: 2000,
-    memory_bytes: 1 << 30,
-    ephemeral_storage_bytes: 10 << 30,
-};
-
-/// A pods directory plus a guard that tears the pod down when the test ends.
-struct Fixture {
-    manager: VolumeManager,
-    uid: String,
-    // Dropped after `Drop::drop` ran the teardown.
-    _tmp: tempfile::TempDir,
-}
-
+/// Builders of this module's pods.
 impl Fixture {
-    fn new() -> Result<Self, std::io::Error> {
-        let tmp = tempfile::tempdir()?;
-        let uid = format!(
-            "pod-{}",
-            tmp.path()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        )
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
-        Ok(Fixture {
-            manager: VolumeManager::new(tmp.path().join("pods"), NODE),
-            uid,
-            _tmp: tmp,
-        })
-    }
-
     fn pod(&self, volumes: Vec<Volume>, containers: Vec<Container>) -> Pod {
         Pod {
             metadata: ObjectMeta {
@@ -70,18 +39,6 @@ impl Fixture {
                 ..Default::default()
             }),
             ..Default::default()
-        }
-    }
-
-    fn pod_dir(&self) -> PathBuf {
-        self.manager.pods_dir().join(&self.uid)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Err(e) = self.manager.teardown(&self.uid) {
-            eprintln!("teardown in test cleanup failed: {e}");
         }
     }
 }
@@ -166,7 +123,7 @@ fn is_tmpfs(path: &Path) -> bool {
 
 #[test]
 fn memory_empty_dir_is_a_sized_tmpfs_and_teardown_unmounts() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let pod = fx.pod(
         vec![empty_dir("cache", Some("Memory"), Some("64Mi"))],
         vec![],
@@ -192,7 +149,7 @@ fn memory_empty_dir_is_a_sized_tmpfs_and_teardown_unmounts() -> TestResult {
 
 #[test]
 fn memory_empty_dir_defaults_to_node_allocatable() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let pod = fx.pod(vec![empty_dir("m", Some("Memory"), None)], vec![]);
     fx.manager.setup(&pod, &NO_OBJECTS)?;
     let dir = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/m");
@@ -203,7 +160,7 @@ fn memory_empty_dir_defaults_to_node_allocatable() -> TestResult {
 
 #[test]
 fn busy_tmpfs_is_detached_lazily() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let pod = fx.pod(vec![empty_dir("m", Some("Memory"), Some("1Mi"))], vec![]);
     fx.manager.setup(&pod, &NO_OBJECTS)?;
     let dir = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/m");
@@ -215,7 +172,7 @@ fn busy_tmpfs_is_detached_lazily() -> TestResult {
 
 #[test]
 fn disk_empty_dir_and_default_source() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let no_source = Volume {
         name: "plain".into(),
         ..Default::default()
@@ -245,7 +202,7 @@ fn disk_empty_dir_and_default_source() -> TestResult {
 
 #[test]
 fn downward_api_is_written_refreshed_and_read_only() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let c = container("app", vec![mount("info", "etc/podinfo", None)]);
     let mut pod = fx.pod(vec![downward("info")], vec![c.clone()]);
     fx.manager.setup(&pod, &NO_OBJECTS)?;
@@ -285,7 +242,7 @@ fn downward_api_is_written_refreshed_and_read_only() -> TestResult {
 
 #[test]
 fn sub_path_is_created_bound_and_unmounted_on_teardown() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let host = tempfile::tempdir()?;
     fs::create_dir(host.path().join("conf"))?;
     fs::write(host.path().join("conf/app.conf"), b"host data")?;
@@ -359,7 +316,7 @@ fn sub_path_is_created_bound_and_unmounted_on_teardown() -> TestResult {
 
 #[test]
 fn sub_path_symlink_escapes_are_refused() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let pod = fx.pod(vec![empty_dir("data", None, None)], vec![]);
     fx.manager.setup(&pod, &NO_OBJECTS)?;
     let volume = fx.pod_dir().join("volumes/kubernetes.io~empty-dir/data");
@@ -404,7 +361,7 @@ fn sub_path_symlink_escapes_are_refused() -> TestResult {
 
 #[test]
 fn bad_mounts_and_unsupported_volumes() -> TestResult {
-    let fx = Fixture::new()?;
+    let fx = Fixture::new("pod")?;
     let pod = fx.pod(vec![empty_dir("data", None, None)], vec![]);
     fx.manager.setup(&pod, &NO_OBJECTS)?;
     let c = container("app", vec![mount("ghost", "/x", None)]);

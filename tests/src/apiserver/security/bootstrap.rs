@@ -11,8 +11,9 @@ use jiff::Timestamp;
 use rand::Rng as _;
 use serde_json::{json, Value};
 
-use super::jws::{constant_time_eq, detached_signature};
+use super::jws::detached_signature;
 use super::{User, AUTHENTICATED};
+use subtle::ConstantTimeEq;
 
 /// Secret type of bootstrap tokens.
 pub(super) const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
@@ -135,7 +136,7 @@ pub(super) fn authenticate(
                 "bootstrap token {token_id} is expired, disabled for authentication or malformed"
             )
         })?;
-    if id != token_id || !constant_time_eq(stored.as_bytes(), token_secret.as_bytes()) {
+    if id != token_id || !bool::from(stored.as_bytes().ct_eq(token_secret.as_bytes())) {
         return Err(format!("bootstrap token {token_id}: wrong token secret"));
     }
     let mut groups = vec![BOOTSTRAPPERS.to_owned()];
