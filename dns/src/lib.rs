@@ -1,1 +1,11 @@
-//! Cluster DNS zone and caching forwarder on hickory (the node-local DNS part); not built yet.
+//! Capstan's node-local cluster DNS: the Kubernetes zone answered authoritatively from the
+//! watch stores, everything else forwarded upstream through a cache (CoreDNS's kubernetes,
+//! cache and forward plugins plus NodeLocal DNSCache, in one library).
+
+pub mod config;
+mod error;
+pub mod zone;
+
+pub use config::{DnsConfig, PodRecords, UpstreamProtocol};
+pub use error::DnsError;
+pub use zone::ClusterState;
