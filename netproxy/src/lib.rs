@@ -1,1 +1,3 @@
 //! Services and EndpointSlices turned into one nftables table (the kube-proxy part); not built yet.
+
+pub mod conntrack;

@@ -1,11 +1,14 @@
-//! `ObjectFetcher` against the API test server: what a pod refers to is read, tokens are
-//! requested bound to the pod, a change to a watched object wakes the pod, optional missing
-//! objects are simply absent, and watches stop when the last pod lets go.
+//! API-backed objects against the API test server. `ObjectFetcher`: what a pod refers to is
+//! read, tokens are requested bound to the pod, a change to a watched object wakes the pod,
+//! optional missing objects are simply absent, and watches stop when the last pod lets go.
+//! The shared informers: unknown until listed, every change counted, and an API server
+//! restart (a relist) never empties a store.
 
 use std::time::Duration;
 
 use agent::kubelet::api_objects::{ObjectFetcher, TokenKey};
 use agent::kubelet::bootstrap::ApiClient;
+use agent::service_stores::ServiceStores;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -167,6 +170,84 @@ fn fetcher_resolves_watches_and_releases() -> Result<()> {
 
         fetcher.forget(&uid);
         assert_eq!(fetcher.watch_count(), 0, "watches stop with the last pod");
+        anyhow::Ok(())
+    })
+}
+
+/// Waits until `check` holds on the stores, or fails naming `what`.
+async fn stores_until(
+    stores: &ServiceStores,
+    what: &str,
+    check: impl Fn(&ServiceStores) -> bool,
+) -> Result<()> {
+    let mut changes = stores.changes();
+    tokio::time::timeout(CHANGE_TIMEOUT, async {
+        while !check(stores) {
+            let _ = changes.changed().await;
+        }
+    })
+    .await
+    .with_context(|| format!("stores never showed {what}"))
+}
+
+fn service_names(stores: &ServiceStores) -> Vec<String> {
+    let mut names: Vec<String> = stores
+        .services_and_slices()
+        .map(|snapshot| snapshot.services)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn service_stores_list_watch_and_survive_a_relist() -> Result<()> {
+    let mut server = ApiServer::start()?;
+    server.create(
+        "services",
+        "default",
+        json!({"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}}),
+    )?;
+    let rt = runtime()?;
+    let stores = rt.block_on(async {
+        let client = ApiClient::from_client(admin_client(&server).await?);
+        let stores = ServiceStores::start(&client, false);
+        stores_until(&stores, "the listed service", |s| {
+            service_names(s).contains(&"a".to_string())
+        })
+        .await?;
+        assert!(stores.pods().is_some_and(|p| p.is_empty()));
+
+        let before = *stores.changes().borrow();
+        server.create(
+            "services",
+            "default",
+            json!({"metadata": {"name": "b"}, "spec": {"ports": [{"port": 81}]}}),
+        )?;
+        stores_until(&stores, "the created service", |s| {
+            service_names(s).contains(&"b".to_string())
+        })
+        .await?;
+        assert!(
+            *stores.changes().borrow() > before,
+            "the change was counted"
+        );
+        anyhow::Ok(stores)
+    })?;
+
+    // While the server is away the watch fails, and the store keeps what it knew.
+    server.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(service_names(&stores), ["a", "b"]);
+    server.restart()?;
+    rt.block_on(async {
+        server.kubectl(&["delete", "service", "a"])?;
+        stores_until(&stores, "the deletion after the restart", |s| {
+            service_names(s) == ["b"]
+        })
+        .await?;
         anyhow::Ok(())
     })
 }

@@ -1,5 +1,5 @@
-//! The defaults and create-time resets kube-apiserver applies to new objects (pods, services, namespaces,
-//! secrets), so clients see the fields they rely on.
+//! The defaults and create-time resets kube-apiserver applies to new objects (pods, namespaces, secrets),
+//! so clients see the fields they rely on; Services have their own module, [`super::services`].
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -94,37 +94,6 @@ pub fn pod(obj: &mut Value) {
     }
 }
 
-/// Service defaults, with a cluster IP allocated from 10.96.0.0/16 avoiding those in `taken`.
-pub fn service(obj: &mut Value, taken: &[String]) {
-    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-        set_default(spec, "type", json!("ClusterIP"));
-        set_default(spec, "sessionAffinity", json!("None"));
-        if !spec.contains_key("clusterIP") {
-            let ip = (10u32..65_000)
-                .map(|n| format!("10.96.{}.{}", n / 256, n % 256))
-                .find(|ip| !taken.contains(ip))
-                .unwrap_or_else(|| "10.96.255.254".to_string());
-            spec.insert("clusterIP".into(), json!(ip));
-        }
-        if let Some(ip) = spec.get("clusterIP").cloned() {
-            set_default(spec, "clusterIPs", json!([ip]));
-        }
-        set_default(spec, "ipFamilies", json!(["IPv4"]));
-        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-        if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-            for port in ports.iter_mut().filter_map(Value::as_object_mut) {
-                set_default(port, "protocol", json!("TCP"));
-                if let Some(p) = port.get("port").cloned() {
-                    set_default(port, "targetPort", p);
-                }
-            }
-        }
-    }
-    if let Some(map) = obj.as_object_mut() {
-        map.insert("status".into(), json!({"loadBalancer": {}}));
-    }
-}
-
 /// Namespace status and the `kubernetes.io/metadata.name` label kube-apiserver adds.
 pub fn namespace(obj: &mut Value, name: &str) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -192,14 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn services_get_a_free_cluster_ip_and_secrets_fold_string_data() {
-        let mut s = json!({"spec": {"ports": [{"port": 80}]}});
-        service(&mut s, &["10.96.0.10".to_string()]);
-        assert_eq!(s["spec"]["clusterIP"], "10.96.0.11");
-        assert_eq!(
-            s["spec"]["ports"][0],
-            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
-        );
+    fn secrets_fold_string_data() {
         let mut sec = json!({"stringData": {"user": "admin"}, "data": {"x": "eQ=="}});
         secret(&mut sec);
         assert_eq!(

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod security;
 pub mod selector;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -49,6 +50,10 @@ pub struct ApiServerOptions {
     pub auto_approve_node_csrs: bool,
     /// How many change events watches can replay; older resourceVersions get 410 Gone.
     pub watch_history: usize,
+    /// Service cluster IP ranges (`--service-cluster-ip-range`): one, or one per IP family for dual stack.
+    pub service_cidrs: Vec<String>,
+    /// Node ports for NodePort and LoadBalancer Services (`--service-node-port-range`).
+    pub node_port_range: std::ops::RangeInclusive<u16>,
 }
 
 impl Default for ApiServerOptions {
@@ -56,6 +61,8 @@ impl Default for ApiServerOptions {
         ApiServerOptions {
             auto_approve_node_csrs: true,
             watch_history: 10_000,
+            service_cidrs: vec![services::DEFAULT_SERVICE_CIDR.to_string()],
+            node_port_range: services::DEFAULT_NODE_PORT_RANGE,
         }
     }
 }
@@ -95,7 +102,10 @@ impl ApiServer {
             .local_addr()
             .context("reading the API server address")?
             .port();
-        let store = Arc::new(Store::new(options.watch_history));
+        let ranges =
+            services::ServiceRanges::new(&options.service_cidrs, options.node_port_range.clone())
+                .map_err(|e| anyhow::anyhow!("service ranges: {e}"))?;
+        let store = Arc::new(Store::with_service_ranges(options.watch_history, ranges));
         let security = Security::new().context("creating the API server CA and keys")?;
         let ns_kind = resources::by_name("namespaces").context("namespaces kind")?;
         for ns in SYSTEM_NAMESPACES {

@@ -9,8 +9,9 @@ use super::defaults;
 use super::patch;
 use super::resources::{self, Kind};
 use super::security::{Objects, User};
+use super::services;
 use super::status::ApiError;
-use super::store::{Change, Store};
+use super::store::{Change, Siblings, Store};
 
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,19 +204,6 @@ pub fn create(
     set_type_meta(kind, &mut obj);
     match kind.key {
         "pods" => defaults::pod(&mut obj),
-        "services" => {
-            let taken: Vec<String> = store
-                .list("services", "")
-                .0
-                .iter()
-                .filter_map(|s| {
-                    s.pointer("/spec/clusterIP")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect();
-            defaults::service(&mut obj, &taken);
-        }
         "namespaces" => defaults::namespace(&mut obj, &name),
         "secrets" => defaults::secret(&mut obj),
         "certificatesigningrequests" => {
@@ -234,13 +222,19 @@ pub fn create(
         _ => {}
     }
     let key = kind.key;
-    let created = store.mutate(
+    let created = store.mutate_with(
         key,
         if kind.namespaced { namespace } else { "" },
         &name,
-        |existing| match existing {
-            Some(_) => Err(ApiError::already_exists(&qualified(kind), &name)),
-            None => Ok(Change::Put(obj)),
+        |existing, siblings| {
+            if key == "services" {
+                let taken = services::taken(siblings.iter());
+                services::admit_create(store.service_ranges(), &mut obj, &taken)?;
+            }
+            match existing {
+                Some(_) => Err(ApiError::already_exists(&qualified(kind), &name)),
+                None => Ok(Change::Put(obj)),
+            }
         },
     )?;
     if kind.key == "namespaces" {
@@ -340,6 +334,23 @@ fn merge_write(kind: &Kind, old: &Value, mut new: Value, part: Part) -> Result<V
     Ok(out)
 }
 
+/// Kind-specific checks and allocations of a write to the main resource (Services: defaults, validation,
+/// kept and new allocations).
+fn admit_update(
+    store: &Store,
+    kind: &Kind,
+    part: Part,
+    current: &Value,
+    mut written: Value,
+    siblings: &Siblings<'_>,
+) -> Result<Value, ApiError> {
+    if kind.key == "services" && part == Part::Main {
+        let taken = services::taken(siblings.iter());
+        services::admit_update(store.service_ranges(), current, &mut written, &taken)?;
+    }
+    Ok(written)
+}
+
 /// The store decision for a write that produced `new` from `old`: no-op writes keep the resourceVersion, and
 /// an object being deleted goes once its last finalizer is removed.
 fn decide(old: &Value, new: Value) -> Change {
@@ -385,10 +396,14 @@ pub fn update(
     new: Value,
     part: Part,
 ) -> Result<Value, ApiError> {
-    store.mutate(kind.key, namespace, name, |existing| {
+    store.mutate_with(kind.key, namespace, name, |existing, siblings| {
         let current = existing.ok_or_else(|| ApiError::not_found(&qualified(kind), name))?;
         check_rv(kind, name, current, meta(&new, "resourceVersion"))?;
-        Ok(decide(current, merge_write(kind, current, new, part)?))
+        let written = merge_write(kind, current, new, part)?;
+        Ok(decide(
+            current,
+            admit_update(store, kind, part, current, written, &siblings)?,
+        ))
     })
 }
 
@@ -402,7 +417,7 @@ pub fn patch(
     body: &Value,
     part: Part,
 ) -> Result<Value, ApiError> {
-    store.mutate(kind.key, namespace, name, |existing| {
+    store.mutate_with(kind.key, namespace, name, |existing, siblings| {
         let current = existing.ok_or_else(|| ApiError::not_found(&qualified(kind), name))?;
         let mut patched = current.clone();
         patch::apply(content_type, &mut patched, body, kind.key)?;
@@ -415,7 +430,11 @@ pub fn patch(
                 kind.kind
             )));
         }
-        Ok(decide(current, merge_write(kind, current, patched, part)?))
+        let written = merge_write(kind, current, patched, part)?;
+        Ok(decide(
+            current,
+            admit_update(store, kind, part, current, written, &siblings)?,
+        ))
     })
 }
 

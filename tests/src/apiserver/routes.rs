@@ -70,6 +70,7 @@ fn not_found_path() -> ApiError {
         code: 404,
         reason: "NotFound",
         message: "the server could not find the requested resource".into(),
+        details: None,
     }
 }
 

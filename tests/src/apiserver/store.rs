@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use super::services::ServiceRanges;
 use super::status::ApiError;
 
 /// What happened to an object.
@@ -71,6 +72,26 @@ pub struct Store {
     inner: Mutex<Inner>,
     capacity: usize,
     notify: tokio::sync::watch::Sender<u64>,
+    services: ServiceRanges,
+}
+
+/// Read access, during a mutation, to the other stored objects of the same resource (so values unique
+/// across a resource, like Service cluster IPs, are decided atomically).
+pub struct Siblings<'a> {
+    objects: &'a BTreeMap<Key, Value>,
+    key: &'a Key,
+}
+
+impl Siblings<'_> {
+    /// Every other object of the resource, in all namespaces.
+    pub fn iter(&self) -> impl Iterator<Item = &Value> {
+        let resource = self.key.0;
+        self.objects
+            .range((resource, String::new(), String::new())..)
+            .take_while(move |((r, _, _), _)| *r == resource)
+            .filter(|(k, _)| *k != self.key)
+            .map(|(_, v)| v)
+    }
 }
 
 fn set_rv(obj: &mut Value, rv: u64) {
@@ -80,8 +101,13 @@ fn set_rv(obj: &mut Value, rv: u64) {
 }
 
 impl Store {
-    /// An empty store keeping at most `history` events for watches.
+    /// An empty store keeping at most `history` events for watches, with the default service ranges.
     pub fn new(history: usize) -> Store {
+        Self::with_service_ranges(history, ServiceRanges::default())
+    }
+
+    /// An empty store whose Services get cluster IPs and node ports from `services`.
+    pub fn with_service_ranges(history: usize, services: ServiceRanges) -> Store {
         let (notify, _) = tokio::sync::watch::channel(1);
         Store {
             inner: Mutex::new(Inner {
@@ -92,7 +118,13 @@ impl Store {
             }),
             capacity: history.max(1),
             notify,
+            services,
         }
+    }
+
+    /// The service IP and node-port ranges.
+    pub fn service_ranges(&self) -> &ServiceRanges {
+        &self.services
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -146,12 +178,27 @@ impl Store {
         name: &str,
         decide: impl FnOnce(Option<&Value>) -> Result<Change, ApiError>,
     ) -> Result<Value, ApiError> {
+        self.mutate_with(resource, namespace, name, |existing, _| decide(existing))
+    }
+
+    /// Like [`Store::mutate`], with the other objects of the resource visible to the decision.
+    pub fn mutate_with(
+        &self,
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+        decide: impl FnOnce(Option<&Value>, Siblings<'_>) -> Result<Change, ApiError>,
+    ) -> Result<Value, ApiError> {
         let key = (resource, namespace.to_string(), name.to_string());
         let mut inner = self.lock();
         let existing = inner.objects.get(&key);
         let old = existing.map(|v| Arc::new(v.clone()));
         let existed = old.is_some();
-        let (event_type, mut object) = match decide(existing)? {
+        let siblings = Siblings {
+            objects: &inner.objects,
+            key: &key,
+        };
+        let (event_type, mut object) = match decide(existing, siblings)? {
             Change::Keep => {
                 return existing
                     .cloned()
