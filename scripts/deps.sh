@@ -12,6 +12,7 @@ CAPSTAN_PACKAGES=(
   containernetworking-plugins  # the reference CNI plugins Capstan's are checked against
   iptables            # the reference bridge plugin's masquerade rules
   kubectl             # the real client the API test server is checked against
+  dnsutils unbound    # dig, and the real upstream resolver the cluster DNS forwards to
   zstd openssl ca-certificates curl
 )
 

@@ -27,6 +27,9 @@ pub enum DnsError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The DNS server stopped with an error.
+    #[error("DNS server: {0}")]
+    Server(String),
     /// The health endpoint address is not `host:port`.
     #[error("health bind address {0:?} is not IP:port")]
     BadHealthAddress(String),

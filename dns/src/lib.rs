@@ -4,8 +4,16 @@
 
 pub mod config;
 mod error;
+pub mod forward;
+mod handler;
+mod metrics;
+mod node_local;
+mod server;
 pub mod zone;
 
 pub use config::{DnsConfig, PodRecords, UpstreamProtocol};
 pub use error::DnsError;
+pub use metrics::DnsMetrics;
+pub use node_local::NodeLocal;
+pub use server::{listen_addresses, serve};
 pub use zone::ClusterState;
