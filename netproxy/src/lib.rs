@@ -1,4 +1,9 @@
-//! Services and EndpointSlices turned into one nftables table (the kube-proxy part); not built yet.
+//! Services and EndpointSlices turned into one nftables table (the kube-proxy part).
 
+pub mod config;
 pub mod conntrack;
 pub mod metrics;
+
+pub use config::{
+    ConfigError, ConntrackConfig, GoDuration, NftablesConfig, NodePortAddresses, ProxyConfig,
+};
