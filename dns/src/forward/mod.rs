@@ -27,6 +27,9 @@ const DEADLINE: Duration = Duration::from_secs(4);
 const STALE_DEADLINE: Duration = Duration::from_millis(1800);
 /// TTL put on stale answers (RFC 8767 §4).
 const STALE_TTL: u32 = 30;
+/// Upstream questions in flight at once; beyond this new ones fail at once (CoreDNS's
+/// `max_concurrent`), bounding the tasks and sockets a flood of unique names can hold.
+const MAX_CONCURRENT: usize = 1000;
 /// Consecutive failures after which an upstream is tried only when the healthy ones fail.
 const MAX_FAILS: u32 = 2;
 
@@ -87,6 +90,7 @@ pub struct Forwarder {
     protocol: UpstreamProtocol,
     cache: Cache,
     inflight: InFlight<CacheKey, Option<Arc<Cached>>>,
+    concurrency: tokio::sync::Semaphore,
     metrics: ServerMetrics,
 }
 
@@ -112,6 +116,7 @@ impl Forwarder {
             protocol: settings.protocol,
             cache: Cache::new(settings.cache_size, settings.serve_stale),
             inflight: InFlight::default(),
+            concurrency: tokio::sync::Semaphore::new(MAX_CONCURRENT),
             metrics: server,
         }
     }
@@ -137,7 +142,13 @@ impl Forwarder {
         };
         let fetched = match self.inflight.join(&key) {
             Role::Leader(leader) => {
-                let fetched = self.fetch(query, budget).await;
+                let fetched = match self.concurrency.try_acquire() {
+                    Ok(_permit) => self.fetch(query, budget).await,
+                    Err(_) => {
+                        tracing::debug!("too many upstream queries in flight");
+                        None
+                    }
+                };
                 if let Some(entry) = &fetched {
                     self.cache.insert(key, entry.clone());
                     self.metrics.cache_size(self.cache.len());
