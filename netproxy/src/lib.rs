@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod conntrack;
+pub mod healthcheck;
 pub mod metrics;
 
 pub use config::{
