@@ -73,6 +73,7 @@ impl ServiceHealthServers {
     /// close listeners no longer wanted or on another port, open new ones, and update the
     /// counts of the others without touching their listeners. Ports that cannot be bound are
     /// returned (and retried on the next sync); the other Services are served regardless.
+    /// Port 0 (no healthCheckNodePort allocated) gets no listener.
     pub async fn sync(
         &mut self,
         wanted: BTreeMap<(String, String), (u16, usize)>,
@@ -97,6 +98,9 @@ impl ServiceHealthServers {
 
         let mut errors = Vec::new();
         for (key, (port, local_endpoints)) in wanted {
+            if port == 0 {
+                continue;
+            }
             if let Some(instance) = self.services.get(&key) {
                 instance
                     .local_endpoints
@@ -300,8 +304,14 @@ mod tests {
             "the old port of a moved service is closed"
         );
 
+        // Port 0 is "no port allocated": it closes the Service's listener and opens none.
+        let wanted = BTreeMap::from([(key("a", "two"), (0, 1)), (key("a", "three"), (first, 1))]);
+        assert!(servers.sync(wanted).await.is_empty());
+        assert!(refused(moved_to).await);
+        assert_eq!(servers.services.len(), 1);
+
         assert!(servers.sync(BTreeMap::new()).await.is_empty());
-        assert!(refused(first).await && refused(moved_to).await);
+        assert!(refused(first).await);
     }
 
     #[tokio::test]
