@@ -11,11 +11,13 @@
 //! ```
 //!
 //! Modules: [`resources`] (the kinds served), [`store`] (objects, resourceVersions, history), [`ops`]
-//! (create/update/patch/delete semantics), [`defaults`], [`patch`], [`selector`], [`watch`], [`discovery`],
+//! (create/update/patch/delete semantics), [`defaults`], [`services`] (allocation and validation),
+//! [`endpointslices`] (the EndpointSlice controller), [`patch`], [`selector`], [`watch`], [`discovery`],
 //! [`routes`] (HTTP front), [`server`] (TLS listener), [`security`] and [`status`].
 
 pub mod defaults;
 pub mod discovery;
+pub mod endpointslices;
 pub mod openapi;
 pub mod ops;
 pub mod patch;
@@ -54,6 +56,8 @@ pub struct ApiServerOptions {
     pub service_cidrs: Vec<String>,
     /// Node ports for NodePort and LoadBalancer Services (`--service-node-port-range`).
     pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// Run the EndpointSlice controller (off for tests that write every slice themselves).
+    pub endpoint_slice_controller: bool,
 }
 
 impl Default for ApiServerOptions {
@@ -63,6 +67,7 @@ impl Default for ApiServerOptions {
             watch_history: 10_000,
             service_cidrs: vec![services::DEFAULT_SERVICE_CIDR.to_string()],
             node_port_range: services::DEFAULT_NODE_PORT_RANGE,
+            endpoint_slice_controller: true,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct ApiServer {
     state: Arc<routes::State>,
     port: u16,
     listener: Option<server::Listener>,
+    /// Runs independently of the listener, like kube-controller-manager.
+    endpoint_slices: Option<endpointslices::Controller>,
     dir: tempfile::TempDir,
 }
 
@@ -112,6 +119,11 @@ impl ApiServer {
             ops::create(&store, ns_kind, "", json!({"metadata": {"name": ns}}), None)
                 .map_err(|e| anyhow::anyhow!("creating namespace {ns}: {e}"))?;
         }
+        let endpoint_slices = if options.endpoint_slice_controller {
+            Some(endpointslices::Controller::spawn(store.clone())?)
+        } else {
+            None
+        };
         let state = Arc::new(routes::State {
             store,
             security,
@@ -127,6 +139,7 @@ impl ApiServer {
             state,
             port,
             listener: None,
+            endpoint_slices,
             dir,
         };
         server
@@ -289,6 +302,9 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(controller) = self.endpoint_slices.as_mut() {
+            controller.stop();
+        }
     }
 }
 
