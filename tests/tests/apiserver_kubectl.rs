@@ -1,5 +1,6 @@
 //! The API test server against the real `kubectl` (v1.32): get, create, apply, patch, label, delete
-//! (graceful pods), `get -w`, selectors, optimistic concurrency, 410 Gone and restart.
+//! (graceful pods), `get -w`, selectors, optimistic concurrency, 410 Gone, restart, and `expose` with
+//! Services and EndpointSlices printed.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -551,5 +552,84 @@ fn typed_commands_with_protobuf_bodies_work() -> Result<()> {
     let token = s.kubectl(&["create", "token", "default", "--duration=10m"])?;
     ensure!(token.trim().split('.').count() == 3, "a JWT: {token}");
     ensure!(s.kubectl(&["auth", "can-i", "delete", "nodes"])?.trim() == "yes");
+    Ok(())
+}
+
+#[test]
+fn exposed_services_get_cluster_ips_and_endpoint_slices() -> Result<()> {
+    let (s, dir) = server()?;
+    let pod = json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox:1.36",
+                 "ports": [{"name": "http", "containerPort": 8080}]}]}});
+    s.create("pods", "default", pod)?;
+    // What the agent reports once the pod runs and passes its readiness checks.
+    let status = json!({"status": {"phase": "Running", "podIP": "10.244.0.7", "podIPs": [{"ip": "10.244.0.7"}],
+                                   "conditions": [{"type": "Ready", "status": "True"}]}});
+    s.kubectl(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])?;
+    ensure!(s
+        .kubectl(&["expose", "pod", "web", "--port=80", "--target-port=http"])?
+        .contains("service/web exposed"));
+    // `kubectl create service` sends a protobuf Service, which the server does not decode: a manifest instead.
+    let db = write(
+        &dir,
+        "db.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\nspec:\n  selector: {app: db}\n  ports:\n  - port: 5432\n",
+    )?;
+    ensure!(s
+        .kubectl(&["create", "-f", &db])?
+        .contains("service/db created"));
+    let services = s.kubectl(&["get", "svc"])?;
+    ensure!(
+        services.contains("CLUSTER-IP")
+            && services.contains("80/TCP")
+            && services.contains("5432/TCP"),
+        "{services}"
+    );
+    for name in ["web", "db"] {
+        let ip = s
+            .get("services", "default", name)
+            .and_then(|svc| svc["spec"]["clusterIP"].as_str().map(str::to_string))
+            .context("a cluster IP")?;
+        ensure!(ip.starts_with("10.96."), "{name}: {ip}");
+        ensure!(services.contains(&ip), "{ip} in:\n{services}");
+    }
+    // The controller reconciles within milliseconds; allow for a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let listed = s.kubectl(&["get", "svc,endpointslices"])?;
+        if listed.contains("10.244.0.7") || std::time::Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(
+        listed.contains("service/web")
+            && listed.contains("endpointslice.discovery.k8s.io/web-")
+            && listed.contains("ADDRESSTYPE")
+            && listed.contains("8080")
+            && listed.contains("10.244.0.7"),
+        "{listed}"
+    );
+    let slices = parse(&s.kubectl(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=db",
+        "-o",
+        "json",
+    ])?)?;
+    ensure!(
+        slices["items"].as_array().map(Vec::len) == Some(1)
+            && slices["items"][0]["endpoints"] == json!([]),
+        "db selects no pods: one empty slice: {slices}"
+    );
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Server-side printing (`Accept: ...;as=Table;g=meta.k8s.io`) for pods and nodes, with kube-apiserver's
-//! columns, so `kubectl get pods` shows READY/STATUS/RESTARTS; other kinds fall back to kubectl's NAME/AGE.
+//! Server-side printing (`Accept: ...;as=Table;g=meta.k8s.io`) for pods, nodes, CSRs, Services and
+//! EndpointSlices, with kube-apiserver's columns, so `kubectl get pods` shows READY/STATUS/RESTARTS and
+//! `kubectl get svc` CLUSTER-IP/PORT(S); other kinds fall back to kubectl's NAME/AGE.
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
@@ -175,6 +176,138 @@ fn csr_row(csr: &Value) -> Vec<Value> {
     ]
 }
 
+fn strings<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a str> {
+    obj.pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+/// `EXTERNAL-IP` as kubectl shows it: external IPs, load-balancer ingress or `<pending>`, the external name.
+fn service_external_ip(svc: &Value) -> String {
+    let external: Vec<&str> = strings(svc, "/spec/externalIPs").collect();
+    let joined = |list: &[&str]| {
+        if list.is_empty() {
+            "<none>".to_string()
+        } else {
+            list.join(",")
+        }
+    };
+    match svc.pointer("/spec/type").and_then(Value::as_str) {
+        Some("ExternalName") => svc
+            .pointer("/spec/externalName")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_string(),
+        Some("LoadBalancer") => {
+            let ingress = svc
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array);
+            let mut all: Vec<&str> = ingress
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
+                .collect();
+            all.extend(external);
+            if all.is_empty() {
+                "<pending>".to_string()
+            } else {
+                all.join(",")
+            }
+        }
+        _ => joined(&external),
+    }
+}
+
+fn service_row(svc: &Value) -> Vec<Value> {
+    let text = |p: &str| {
+        svc.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let ports: Vec<String> = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64().filter(|n| *n != 0) {
+                Some(node) => format!("{}:{node}/{protocol}", p["port"]),
+                None => format!("{}/{protocol}", p["port"]),
+            }
+        })
+        .collect();
+    let selector: Vec<String> = svc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let or_none = |list: Vec<String>| {
+        if list.is_empty() {
+            "<none>".to_string()
+        } else {
+            list.join(",")
+        }
+    };
+    vec![
+        json!(text("/metadata/name").unwrap_or("<none>")),
+        json!(text("/spec/type").unwrap_or("ClusterIP")),
+        json!(text("/spec/clusterIP").unwrap_or("<none>")),
+        json!(service_external_ip(svc)),
+        json!(or_none(ports)),
+        json!(age(svc)),
+        json!(or_none(selector)),
+    ]
+}
+
+/// kubectl's short list: at most three entries, then `+ N more...`; `<unset>` when empty.
+fn at_most_three(list: Vec<String>) -> String {
+    match list.len() {
+        0 => "<unset>".to_string(),
+        n if n > 3 => format!("{} + {} more...", list[..3].join(","), n - 3),
+        _ => list.join(","),
+    }
+}
+
+fn endpoint_slice_row(slice: &Value) -> Vec<Value> {
+    let ports: Vec<String> = slice
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| match (p["port"].as_i64(), p["name"].as_str()) {
+            (Some(port), _) => port.to_string(),
+            (None, Some(name)) => name.to_string(),
+            (None, None) => "*".to_string(),
+        })
+        .collect();
+    let addresses: Vec<String> = slice
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|e| strings(e, "/addresses"))
+        .map(str::to_string)
+        .collect();
+    vec![
+        json!(slice
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")),
+        json!(slice
+            .get("addressType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()),
+        json!(at_most_three(ports)),
+        json!(at_most_three(addresses)),
+        json!(age(slice)),
+    ]
+}
+
 /// Prints one object's cells.
 type RowFn = fn(&Value) -> Vec<Value>;
 
@@ -213,6 +346,28 @@ pub fn table(resource: &str, items: &[Value], rv: u64) -> Option<Value> {
                 column("Condition", "string", 0),
             ],
             csr_row,
+        ),
+        "services" => (
+            vec![
+                column("Name", "string", 0),
+                column("Type", "string", 0),
+                column("Cluster-IP", "string", 0),
+                column("External-IP", "string", 0),
+                column("Port(s)", "string", 0),
+                column("Age", "string", 0),
+                column("Selector", "string", 1),
+            ],
+            service_row,
+        ),
+        "endpointslices" => (
+            vec![
+                column("Name", "string", 0),
+                column("AddressType", "string", 0),
+                column("Ports", "string", 0),
+                column("Endpoints", "string", 0),
+                column("Age", "string", 0),
+            ],
+            endpoint_slice_row,
         ),
         _ => return None,
     };
@@ -259,5 +414,32 @@ mod tests {
         let t = table("nodes", &[node], 1).expect("nodes print");
         assert_eq!(t["rows"][0]["cells"][1], "Ready");
         assert_eq!(t["rows"][0]["cells"][2], "worker");
+    }
+
+    #[test]
+    fn service_and_endpoint_slice_rows_show_ips_ports_and_endpoints() {
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+            "selector": {"app": "web"}, "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}});
+        let t = table("services", &[svc], 1).expect("services print");
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "NodePort");
+        assert_eq!(cells[2], "10.96.0.10");
+        assert_eq!(cells[3], "<none>");
+        assert_eq!(cells[4], "80:30080/TCP,53/UDP");
+        assert_eq!(cells[6], "app=web");
+        let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.11"}});
+        let t = table("services", &[lb], 1).expect("services print");
+        assert_eq!(t["rows"][0]["cells"][3], "<pending>");
+        let slice = json!({"metadata": {"name": "web-abcde"}, "addressType": "IPv4", "ports": [{"port": 8080}],
+            "endpoints": (1..=5).map(|i| json!({"addresses": [format!("10.0.0.{i}")]})).collect::<Vec<_>>()});
+        let t = table("endpointslices", &[slice], 1).expect("slices print");
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "IPv4");
+        assert_eq!(cells[2], "8080");
+        assert_eq!(cells[3], "10.0.0.1,10.0.0.2,10.0.0.3 + 2 more...");
+        let empty =
+            json!({"metadata": {"name": "e"}, "addressType": "IPv4", "ports": [], "endpoints": []});
+        let t = table("endpointslices", &[empty], 1).expect("slices print");
+        assert_eq!(t["rows"][0]["cells"][2], "<unset>");
     }
 }
