@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::plan::{CONTROLLER_NAME, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
 use crate::apiserver::ops::{self, DeleteOptions, Part};
 use crate::apiserver::resources;
-use crate::apiserver::ApiServer;
+use crate::apiserver::{ApiServer, ApiServerOptions};
 
 /// Generous against a loaded CI machine; the controller normally answers in a few milliseconds.
 const DEADLINE: Duration = Duration::from_secs(2);
@@ -29,14 +29,14 @@ fn wait_for(
     }
 }
 
-fn set_status(server: &ApiServer, status: Value) {
+fn set_status(server: &ApiServer, pod: &str, status: Value) {
     let pods = resources::by_name("pods").expect("pods");
     let patch = json!({"status": status});
     ops::patch(
         &server.state.store,
         pods,
         "default",
-        "p1",
+        pod,
         "application/merge-patch+json",
         &patch,
         Part::Status,
@@ -94,7 +94,7 @@ fn slices_follow_the_service_and_its_pods() {
                  "ports": [{"name": "http", "containerPort": 8080}]}]}});
     server.create("pods", "default", pod).expect("pod");
     let since = transition_time();
-    set_status(&server, ready("True", &since));
+    set_status(&server, "p1", ready("True", &since));
     let (slices, took) = wait_for(&server, "ready endpoint", |s| {
         s.len() == 1 && s[0]["endpoints"][0]["conditions"]["ready"] == true
     });
@@ -119,7 +119,7 @@ fn slices_follow_the_service_and_its_pods() {
         since.as_str()
     );
 
-    set_status(&server, ready("False", &since));
+    set_status(&server, "p1", ready("False", &since));
     wait_for(&server, "not-ready endpoint", |s| {
         s.first().map(|s| &s["endpoints"][0]["conditions"])
             == Some(&json!({"ready": false, "serving": false, "terminating": false}))
@@ -159,4 +159,47 @@ fn slices_follow_the_service_and_its_pods() {
     .expect("service deleted");
     let (_, took) = wait_for(&server, "slices deleted", <[Value]>::is_empty);
     eprintln!("slices deleted after {took:?}");
+}
+
+#[test]
+fn dual_stack_services_get_a_slice_per_family_even_after_history_compaction() {
+    // A one-event history: the controller finds its events gone and reconciles everything instead.
+    let server = ApiServer::start_with(ApiServerOptions {
+        service_cidrs: vec!["10.96.0.0/16".into(), "fd00:10:96::/112".into()],
+        watch_history: 1,
+        ..ApiServerOptions::default()
+    })
+    .expect("server");
+    server
+        .create("services", "default", json!({"metadata": {"name": "web"},
+            "spec": {"ipFamilyPolicy": "RequireDualStack", "selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+        .expect("service");
+    for (i, name) in ["p1", "p2"].iter().enumerate() {
+        let pod = json!({"metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
+        server.create("pods", "default", pod).expect("pod");
+        let status = json!({"phase": "Running", "podIPs": [{"ip": format!("10.244.0.{i}")}, {"ip": format!("fd00:244::{i}")}],
+                            "conditions": [{"type": "Ready", "status": "True"}]});
+        set_status(&server, name, status);
+    }
+    let (slices, _) = wait_for(&server, "two families, two endpoints each", |s| {
+        s.len() == 2
+            && s.iter()
+                .all(|s| s["endpoints"].as_array().map(Vec::len) == Some(2))
+    });
+    let mut families: Vec<&str> = slices
+        .iter()
+        .filter_map(|s| s["addressType"].as_str())
+        .collect();
+    families.sort_unstable();
+    assert_eq!(families, vec!["IPv4", "IPv6"]);
+    let v6 = slices
+        .iter()
+        .find(|s| s["addressType"] == "IPv6")
+        .expect("v6 slice");
+    assert_eq!(v6["endpoints"][1]["addresses"], json!(["fd00:244::1"]));
+    assert_eq!(
+        v6["ports"],
+        json!([{"name": "", "port": 80, "protocol": "TCP"}])
+    );
 }
