@@ -39,6 +39,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Serve the built-in CRI runtime on a unix socket.
     Cri(CriArgs),
+    /// Run the node-local cluster DNS server alone, or remove its address and rules with
+    /// --cleanup.
+    Dns(DnsArgs),
     /// Manage images through a CRI runtime (like `crictl images`).
     #[command(subcommand)]
     Image(ImageCommand),
@@ -100,6 +103,30 @@ pub struct AgentArgs {
     /// to the config file, if there is one); without one the agent runs standalone.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `capstan dns`.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    #[command(flatten)]
+    pub service: NodeServiceArgs,
+}
+
+/// What the node-service commands (`capstan dns`) take.
+#[derive(Debug, Args)]
+pub struct NodeServiceArgs {
+    /// Config file (its `proxy:`/`dns:` section; `kubelet.clusterDomain` and `nodeName`).
+    #[arg(long, default_value = "/etc/capstan/config.yaml")]
+    pub config: PathBuf,
+    /// Kubeconfig of the cluster (default: `kubeconfig` next to the config file).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node's name (default: `kubelet.nodeName`, else the host name).
+    #[arg(long, alias = "hostname-override")]
+    pub node_name: Option<String>,
+    /// Remove the nftables tables (and addresses) it installed, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 /// `capstan join`.

@@ -3,11 +3,14 @@
 use std::path::Path;
 
 use agent::kubelet::config::KubeletConfig;
+use agent::node_services::NodeServicesConfig;
 use anyhow::Context;
 use cri_shim::config::RuntimeConfig;
+use dns::DnsConfig;
+use netproxy::ProxyConfig;
 use serde::Deserialize;
 
-/// Top-level config file. Sections for the proxy and DNS join as they are built.
+/// Top-level config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigFile {
@@ -15,6 +18,10 @@ pub struct ConfigFile {
     pub kubelet: KubeletConfig,
     /// The built-in CRI runtime.
     pub runtime: RuntimeConfig,
+    /// The service proxy (KubeProxyConfiguration fields), cluster mode only.
+    pub proxy: ProxyConfig,
+    /// The node-local cluster DNS server, cluster mode only.
+    pub dns: DnsConfig,
 }
 
 impl ConfigFile {
@@ -25,7 +32,32 @@ impl ConfigFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
         };
-        serde_yaml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+        let file: Self = serde_yaml::from_str(&text)
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        file.proxy
+            .validate()
+            .with_context(|| format!("invalid config {}: proxy", path.display()))?;
+        Ok(file)
+    }
+
+    /// The node services' settings for a cluster member: the DNS zone is the kubelet's
+    /// `clusterDomain`, so pods' search paths and the served zone always agree.
+    pub fn node_services(&self, node_name: String) -> NodeServicesConfig {
+        let mut dns = self.dns.clone();
+        dns.cluster_domain = self.kubelet.cluster_domain.clone();
+        NodeServicesConfig {
+            node_name,
+            proxy: self.proxy.clone(),
+            dns,
+        }
+    }
+
+    /// With the DNS server enabled and no `clusterDNS` given, pods resolve through the
+    /// node-local address.
+    pub fn default_cluster_dns(&mut self) {
+        if self.dns.enabled && self.kubelet.cluster_dns.is_empty() {
+            self.kubelet.cluster_dns = vec![self.dns.local_address.to_string()];
+        }
     }
 }
 
@@ -51,6 +83,38 @@ mod tests {
         let err = format!("{:#}", ConfigFile::load(&path).unwrap_err());
         assert!(err.contains("rot"), "{err}");
         assert!(ConfigFile::load(&dir.path().join("absent.yaml")).is_ok());
+    }
+
+    #[test]
+    fn proxy_and_dns_sections_parse_and_feed_the_kubelet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "kubelet:\n  clusterDomain: corp.local\nproxy:\n  clusterCIDR: 10.244.0.0/16\n  nftables:\n    minSyncPeriod: 250ms\ndns:\n  localAddress: 169.254.20.11\n",
+        )
+        .unwrap();
+        let mut config = ConfigFile::load(&path).unwrap();
+        assert_eq!(config.proxy.cluster_cidr, "10.244.0.0/16");
+        assert_eq!(
+            config.proxy.nftables.min_sync_period.0,
+            std::time::Duration::from_millis(250)
+        );
+        config.default_cluster_dns();
+        assert_eq!(config.kubelet.cluster_dns, vec!["169.254.20.11"]);
+        let services = config.node_services("n1".into());
+        assert_eq!(services.dns.cluster_domain, "corp.local");
+
+        std::fs::write(&path, "proxy:\n  clusterCIDR: not-a-cidr\n").unwrap();
+        let err = format!("{:#}", ConfigFile::load(&path).unwrap_err());
+        assert!(err.contains("not-a-cidr"), "{err}");
+        std::fs::write(&path, "dns:\n  upstream: [1.1.1.1]\n").unwrap();
+        let err = format!("{:#}", ConfigFile::load(&path).unwrap_err());
+        assert!(err.contains("upstream"), "{err}");
+        std::fs::write(&path, "kubelet:\n  clusterDNS: [10.96.0.10]\n").unwrap();
+        let mut config = ConfigFile::load(&path).unwrap();
+        config.default_cluster_dns();
+        assert_eq!(config.kubelet.cluster_dns, vec!["10.96.0.10"]);
     }
 
     #[test]
@@ -84,5 +148,7 @@ mod tests {
             shipped.unpack_limits.limits().max_bytes,
             built_in.unpack_limits.limits().max_bytes
         );
+        assert_eq!(file.proxy, ProxyConfig::default());
+        assert_eq!(file.dns, DnsConfig::default());
     }
 }

@@ -4,4 +4,5 @@
 pub mod informer;
 pub mod kubelet;
 pub mod metrics;
+pub mod node_services;
 pub mod service_stores;

@@ -33,6 +33,15 @@ pub enum Runtime {
     Containerd,
 }
 
+/// Appends `lines` indented as the body of the section just written.
+fn section(yaml: &mut String, lines: &[String]) {
+    for line in lines {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+}
+
 /// A running agent; killed on drop, then every pod it made is removed with its env.
 pub struct Agent {
     /// Registry serving the busybox image pods run.
@@ -46,10 +55,31 @@ pub struct Agent {
     containerd: Option<Containerd>,
     child: Option<Child>,
     kubelet_lines: Vec<String>,
+    /// `proxy:` and `dns:` config lines; both services are off unless a test turns them on
+    /// (parallel agents would contend for the same ports and addresses).
+    services: ServiceLines,
     /// `--kubeconfig` when the agent runs in cluster mode.
     kubeconfig: Option<PathBuf>,
     /// Registries the runtime may pull from, with their TLS settings.
     registries: CriConfig,
+}
+
+/// The `proxy:` and `dns:` sections of an agent's config, one YAML key per line.
+#[derive(Debug, Clone)]
+pub struct ServiceLines {
+    /// `proxy:` lines.
+    pub proxy: Vec<String>,
+    /// `dns:` lines.
+    pub dns: Vec<String>,
+}
+
+impl Default for ServiceLines {
+    fn default() -> Self {
+        ServiceLines {
+            proxy: vec!["enabled: false".to_owned()],
+            dns: vec!["enabled: false".to_owned()],
+        }
+    }
 }
 
 impl Agent {
@@ -78,6 +108,18 @@ impl Agent {
         registry: &Registry,
     ) -> Result<Self> {
         Self::prepare(runtime, kubelet_lines, Some(registry))?.join_cluster(server)
+    }
+
+    /// [`Self::join`] with the service proxy and/or DNS server configured by `services`.
+    pub fn join_with_services(
+        runtime: Runtime,
+        server: &ApiServer,
+        kubelet_lines: &[&str],
+        services: ServiceLines,
+    ) -> Result<Self> {
+        let mut agent = Self::prepare(runtime, kubelet_lines, None)?;
+        agent.services = services;
+        agent.join_cluster(server)
     }
 
     fn join_cluster(mut self, server: &ApiServer) -> Result<Self> {
@@ -138,6 +180,7 @@ impl Agent {
             containerd,
             child: None,
             kubelet_lines: kubelet_lines.iter().map(|l| (*l).to_owned()).collect(),
+            services: ServiceLines::default(),
             kubeconfig: None,
             registries,
         })
@@ -160,12 +203,12 @@ impl Agent {
             lines.push(format!("containerRuntimeEndpoint: {endpoint}"));
         }
         lines.extend(self.kubelet_lines.iter().cloned());
-        for line in lines {
-            yaml.push_str("  ");
-            yaml.push_str(&line);
-            yaml.push('\n');
-        }
-        fs::write(self.dir.join("config.yaml"), yaml)?;
+        section(&mut yaml, &lines);
+        yaml.push_str("proxy:\n");
+        section(&mut yaml, &self.services.proxy);
+        yaml.push_str("dns:\n");
+        section(&mut yaml, &self.services.dns);
+        fs::write(self.config_path(), yaml)?;
         Ok(())
     }
 
@@ -176,10 +219,7 @@ impl Agent {
             .append(true)
             .open(self.log_path())?;
         let mut command = Command::new(capstan_bin()?);
-        command
-            .arg("agent")
-            .arg("--config")
-            .arg(self.dir.join("config.yaml"));
+        command.arg("agent").arg("--config").arg(self.config_path());
         if let Some(kubeconfig) = &self.kubeconfig {
             command.arg("--kubeconfig").arg(kubeconfig);
         }
@@ -285,6 +325,34 @@ impl Agent {
 
     fn log_path(&self) -> PathBuf {
         self.dir.join("agent.log")
+    }
+
+    /// The agent's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    /// `capstan proxy --cleanup` / `capstan dns --cleanup` with this agent's config, for the
+    /// services it runs: what a node's uninstall does.
+    pub fn clean_up_node_services(&self) -> Result<()> {
+        for (command, lines) in [("proxy", &self.services.proxy), ("dns", &self.services.dns)] {
+            if lines.iter().any(|line| line == "enabled: false") {
+                continue;
+            }
+            let out = Command::new(capstan_bin()?)
+                .arg(command)
+                .arg("--cleanup")
+                .arg("--config")
+                .arg(self.config_path())
+                .output()
+                .with_context(|| format!("running capstan {command} --cleanup"))?;
+            ensure!(
+                out.status.success(),
+                "capstan {command} --cleanup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Everything the agent logged.
@@ -466,6 +534,10 @@ fn tail(text: &str, lines: usize) -> String {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        // Tables and addresses outlive the agent by design; a test must not leave them.
+        if let Err(error) = self.clean_up_node_services() {
+            eprintln!("cleaning up the agent's node services: {error:#}");
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod archive;
 pub mod binaries;
 pub mod capstan;
 pub mod cleanup;
+pub mod cluster;
 pub mod cni;
 pub mod containerd;
 pub mod corrupt;

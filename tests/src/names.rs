@@ -1,4 +1,5 @@
-//! Unique, DNS-label-safe names for test resources (repos, pods, interfaces).
+//! Unique, DNS-label-safe names for test resources (repos, pods, interfaces), and free
+//! loopback ports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,6 +70,13 @@ fn base36(mut n: u64, width: usize) -> String {
     }
     buf.reverse();
     String::from_utf8(buf).expect("base36 digits are ASCII")
+}
+
+/// Binds 127.0.0.1:0 and returns the port the kernel picked (released again).
+pub fn free_port() -> anyhow::Result<u16> {
+    use anyhow::Context;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! without dropping the [`Registry`] (SIGKILL, abort), the pipe closes and the wrapper kills the registry.
 //! No blob descriptor cache is configured, so files corrupted on disk are served as they are.
 
+use crate::names::free_port;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -480,12 +480,6 @@ impl std::fmt::Debug for Registry {
 /// The hex part of `sha256:<hex>` (or the input if it has no algorithm prefix).
 pub fn digest_hex(digest: &str) -> &str {
     digest.split_once(':').map_or(digest, |(_, hex)| hex)
-}
-
-/// Binds 127.0.0.1:0 and returns the port the kernel picked (released again).
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// The registry's config.yml.

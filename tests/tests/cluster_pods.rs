@@ -6,10 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use tests::agent::{condition, container_status, http_get, manifest, Agent, Runtime};
 use tests::apiserver::ApiServer;
+use tests::cluster::{apply, exec, node_ready, wait_object, wait_pod};
 use tests::image::{catalog, ManifestKind};
 use tests::push::{image_ref, push_image};
 use tests::registry::{Registry, RegistryOptions};
@@ -120,98 +121,14 @@ spec:
     command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
 "#;
 
-/// Poll the API object until `check` accepts it; the last object seen is in the error.
-fn wait_object(
-    server: &ApiServer,
-    agent: &Agent,
-    (resource, namespace, name): (&str, &str, &str),
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(Option<&Value>) -> bool,
-) -> Result<Option<Value>> {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = server.get(resource, namespace, name);
-        if check(last.as_ref()) {
-            return Ok(last);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!(
-        "{resource} {namespace}/{name} not {what} within {timeout:?}; last seen:\n{}\nagent log:\n{}",
-        serde_json::to_string_pretty(&last).unwrap_or_default(),
-        tail(&agent.log(), 60)
-    )
-}
-
-fn wait_pod(
-    server: &ApiServer,
-    agent: &Agent,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Result<Value> {
-    let found = wait_object(
-        server,
-        agent,
-        ("pods", "default", name),
-        Duration::from_secs(60),
-        what,
-        |pod| pod.is_some_and(&check),
-    )?;
-    found.context("pod vanished")
-}
-
-fn node_ready(server: &ApiServer, agent: &Agent) -> Result<Value> {
-    let node = wait_object(
-        server,
-        agent,
-        ("nodes", "", agent.node_name()),
-        Duration::from_secs(60),
-        "Ready",
-        |node| node.is_some_and(|n| condition(n, "Ready") == Some("True")),
-    )?;
-    node.context("node vanished")
-}
-
-fn apply(server: &ApiServer, agent: &Agent, template: &str, extra: &[(&str, &str)]) -> Result<()> {
-    let mut yaml = manifest(template, agent.images.busybox()).replace("NODE", agent.node_name());
-    for (from, to) in extra {
-        yaml = yaml.replace(from, to);
-    }
-    let file = tempfile::NamedTempFile::new()?;
-    std::fs::write(file.path(), yaml)?;
-    let path = file.path().to_string_lossy().into_owned();
-    server.kubectl(&["apply", "-f", &path])?;
-    Ok(())
-}
-
 fn phase(pod: &Value) -> &str {
     pod["status"]["phase"].as_str().unwrap_or("")
-}
-
-fn exec(agent: &Agent, pod: &str, command: &[&str]) -> Result<String> {
-    let mut args = vec!["exec", "-n", "default", pod, "--"];
-    args.extend_from_slice(command);
-    let out = agent.cli(&args)?;
-    ensure!(
-        out.status.success(),
-        "capstan exec {command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn restart_count(pod: &Value, container: &str) -> u64 {
     container_status(pod, container)
         .and_then(|s| s["restartCount"].as_u64())
         .unwrap_or(u64::MAX)
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[test]

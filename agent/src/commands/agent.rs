@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::cli::AgentArgs;
@@ -15,9 +14,8 @@ const SERVER_STOP: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Run until SIGINT or SIGTERM; pods keep running after the agent stops.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let file = ConfigFile::load(&args.config)?;
-    let mut kubelet = file.kubelet;
-    let mut runtime = file.runtime;
+    let mut file = ConfigFile::load(&args.config)?;
+    let kubelet = &mut file.kubelet;
     if let Some(path) = args.pod_manifest_path {
         kubelet.static_pod_path = Some(path);
     }
@@ -33,6 +31,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(socket) = args.agent_socket {
         kubelet.local_api_socket = socket;
     }
+    let runtime = &mut file.runtime;
     if let Some(root) = args.runtime_root {
         runtime.root = root;
     }
@@ -42,11 +41,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let kubeconfig = args
         .kubeconfig
         .clone()
-        .or_else(|| joined_kubeconfig(&args.config));
-    kubelet
+        .or_else(|| super::joined_kubeconfig(&args.config));
+    if kubeconfig.is_some() {
+        file.default_cluster_dns();
+    }
+    file.kubelet
         .validate()
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("invalid config {}", args.config.display()))?;
+    let services = file.node_services(agent::kubelet::node::node_name(&file.kubelet)?);
+    let (kubelet, runtime) = (file.kubelet, file.runtime);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -65,18 +69,29 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("unix://{}", runtime.socket.display()));
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let signals = async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::info!("shutting down");
+    let signals = super::termination()?;
+    let client = match &kubeconfig {
+        Some(path) => Some(agent::kubelet::cluster::connect(path).await?),
+        None => None,
     };
+    // The proxy and DNS serve cluster members only: Services come from the API.
+    let mut node_services = client.clone().map(|client| {
+        tokio::spawn(agent::node_services::run(
+            client,
+            services,
+            stopped(stop_rx.clone()),
+        ))
+    });
     notify_ready_when(&kubelet.local_api_socket);
     let result = tokio::select! {
-        result = agent::kubelet::node::run(kubelet, &endpoint, kubeconfig.as_deref(), signals) => result,
+        result = agent::kubelet::node::run(kubelet, &endpoint, client, signals) => result,
+        Some(ended) = async { match node_services.as_mut() { Some(task) => Some(task.await), None => None } } => {
+            match ended {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the node services stopped")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::Error::new(e).context("node services")),
+            }
+        }
         // The built-in runtime failing (socket in use, bad store) ends the agent.
         Some(served) = async { match builtin.as_mut() { Some(task) => Some(task.await), None => None } } => {
             match served {
@@ -87,6 +102,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
     let _ = stop_tx.send(true);
+    if let Some(task) = node_services {
+        let _ = task.await;
+    }
     if let Some(task) = builtin {
         // Workers caught mid-call may hold streams open; the pods do not need the server.
         if tokio::time::timeout(SERVER_STOP, task).await.is_err() {
@@ -94,13 +112,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     result
-}
-
-/// The kubeconfig `capstan join` leaves next to the config file (`/etc/capstan/kubeconfig`
-/// for `/etc/capstan/config.yaml`), if the node has joined.
-fn joined_kubeconfig(config: &Path) -> Option<std::path::PathBuf> {
-    let path = config.parent()?.join("kubeconfig");
-    path.is_file().then_some(path)
 }
 
 /// Tell systemd (Type=notify) we are ready once the local API socket exists.

@@ -2,12 +2,12 @@
 //! and the local API, until shutdown. Shutting down leaves every pod running (fail-static);
 //! the next start adopts them.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::bootstrap::ApiClient;
 use super::cluster::Connection;
 use super::config::KubeletConfig;
 use super::convert::{Allocatable, Amount, DnsSettings, NodeInfo, ResolvConf};
@@ -24,17 +24,14 @@ use super::worker::{BackoffPolicy, PodWorkers, WorkerSettings};
 const RUNTIME_WAIT: Duration = Duration::from_secs(60);
 
 /// Run the kubelet against the CRI runtime at `endpoint` until `shutdown` completes; with
-/// a `kubeconfig`, as a member of that cluster, else standalone.
+/// a `client`, as a member of that cluster, else standalone.
 pub async fn run(
     config: KubeletConfig,
     endpoint: &str,
-    kubeconfig: Option<&Path>,
+    client: Option<ApiClient>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let node_name = match &config.node_name {
-        Some(name) => name.clone(),
-        None => hostname()?,
-    };
+    let node_name = node_name(&config)?;
     let cri = connect_when_ready(endpoint).await?;
     let runtime_name = cri
         .version()
@@ -91,8 +88,8 @@ pub async fn run(
         pull_backoff: BackoffPolicy::default(),
     };
     let store = Arc::new(PodStore::default());
-    let mut cluster = match kubeconfig {
-        Some(path) => Some(Connection::start(path, &config, &node_name, &cri, &store).await?),
+    let mut cluster = match client {
+        Some(client) => Some(Connection::start(client, &config, &node_name, &cri, &store).await?),
         None => None,
     };
     let fetcher = cluster.as_ref().map(|c| c.fetcher.clone());
@@ -216,6 +213,14 @@ async fn connect_when_ready(endpoint: &str) -> anyhow::Result<Cri> {
 
 fn clamp(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// The node's name: `nodeName` from the config, else the host name in lower case.
+pub fn node_name(config: &KubeletConfig) -> anyhow::Result<String> {
+    match &config.node_name {
+        Some(name) => Ok(name.clone()),
+        None => hostname(),
+    }
 }
 
 fn hostname() -> anyhow::Result<String> {

@@ -18,6 +18,22 @@ use crate::kubelet::node_status::{self, NodeStatusSettings};
 use crate::kubelet::runtime::Cri;
 use crate::kubelet::status::{Event, EventKind, PodStore};
 
+/// The API client for `kubeconfig`, its client certificate rotated in the background for as
+/// long as the process runs. Only a kubeconfig that cannot be read fails.
+pub async fn connect(kubeconfig: &Path) -> anyhow::Result<ApiClient> {
+    let client = ApiClient::from_kubeconfig(kubeconfig)
+        .await
+        .with_context(|| format!("loading kubeconfig {}", kubeconfig.display()))?;
+    let rotating = client.clone();
+    tokio::spawn(async move {
+        // Only an in-memory client cannot rotate; from a kubeconfig it runs for good.
+        if let Err(error) = rotating.run_rotation(RotationOptions::default()).await {
+            tracing::warn!(%error, "client certificate rotation stopped");
+        }
+    });
+    Ok(client)
+}
+
 /// The live connection to the API server.
 pub struct Connection {
     /// Pods bound to this node, as listed and watched.
@@ -31,29 +47,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connect with the kubeconfig at `kubeconfig` and start every background loop. Only a
-    /// kubeconfig that cannot be read fails; an unreachable server is retried in the loops.
+    /// Start every background loop with `client`; an unreachable server is retried in the
+    /// loops.
     pub async fn start(
-        kubeconfig: &Path,
+        client: ApiClient,
         config: &KubeletConfig,
         node_name: &str,
         cri: &Cri,
         store: &Arc<PodStore>,
     ) -> anyhow::Result<Connection> {
-        let client = ApiClient::from_kubeconfig(kubeconfig)
-            .await
-            .with_context(|| format!("loading kubeconfig {}", kubeconfig.display()))?;
         let settings = NodeStatusSettings::from_config(config, node_name)
             .map_err(anyhow::Error::msg)
             .context("node status settings")?;
-
-        let rotating = client.clone();
-        tokio::spawn(async move {
-            // Only an in-memory client cannot rotate; from a kubeconfig it runs for good.
-            if let Err(error) = rotating.run_rotation(RotationOptions::default()).await {
-                tracing::warn!(%error, "client certificate rotation stopped");
-            }
-        });
 
         let (node_tx, node) = watch::channel(None);
         tokio::spawn(node_status::run(

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 use kube::api::{Api, PostParams};
 
-pub use connection::Connection;
+pub use connection::{connect, Connection};
 pub use mirror::{is_mirror, CONFIG_MIRROR_ANNOTATION};
 pub use pod_source::{watch_assigned, AssignedPods};
 pub use retry::Retry;
