@@ -335,6 +335,7 @@ impl Agent {
     /// `capstan proxy --cleanup` / `capstan dns --cleanup` with this agent's config, for the
     /// services it runs: what a node's uninstall does.
     pub fn clean_up_node_services(&self) -> Result<()> {
+        let mut failures = Vec::new();
         for (command, lines) in [("proxy", &self.services.proxy), ("dns", &self.services.dns)] {
             if lines.iter().any(|line| line == "enabled: false") {
                 continue;
@@ -346,12 +347,14 @@ impl Agent {
                 .arg(self.config_path())
                 .output()
                 .with_context(|| format!("running capstan {command} --cleanup"))?;
-            ensure!(
-                out.status.success(),
-                "capstan {command} --cleanup: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if !out.status.success() {
+                failures.push(format!(
+                    "capstan {command} --cleanup: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
         }
+        ensure!(failures.is_empty(), "{}", failures.join("; "));
         Ok(())
     }
 
