@@ -126,3 +126,76 @@ fn clear_conntrack(stale: &[StaleUdp]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::config::{GoDuration, ProxyConfig};
+    use crate::metrics::ProxyMetrics;
+    use crate::model::NodeContext;
+    use crate::testutil::Recorder;
+
+    struct Count(Arc<std::sync::Mutex<(usize, usize)>>);
+
+    impl SyncObserver for Count {
+        fn change_queued(&mut self) {
+            self.0.lock().unwrap().0 += 1;
+        }
+        fn synced(&mut self, _: &SyncReport) {
+            self.0.lock().unwrap().1 += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn no_sync_before_the_stores_are_listed_and_stop_when_changes_close() {
+        let mut config = ProxyConfig::default();
+        config.nftables.min_sync_period = GoDuration(Duration::from_millis(10));
+        let rec = Recorder::default();
+        let metrics = ProxyMetrics::register(&mut Registry::default());
+        let proxier = Proxier::new(
+            &config,
+            NodeContext::default(),
+            Box::new(rec.clone()),
+            metrics,
+        )
+        .unwrap();
+        let listed = Arc::new(AtomicBool::new(false));
+        let flag = listed.clone();
+        let snapshot = move || flag.load(Ordering::SeqCst).then(ClusterState::default);
+        let (tx, rx) = watch::channel(0u64);
+        let counts = Arc::new(std::sync::Mutex::new((0, 0)));
+        let observer: Box<dyn SyncObserver> = Box::new(Count(counts.clone()));
+        let task = tokio::spawn(run(
+            proxier,
+            rx,
+            snapshot,
+            Some(observer),
+            std::future::pending(),
+        ));
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rec.scripts.lock().unwrap().is_empty(),
+            "synced before the initial list"
+        );
+        listed.store(true, Ordering::SeqCst);
+        tx.send(1).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            rec.scripts.lock().unwrap().len(),
+            1,
+            "one full sync declaring the tables"
+        );
+        assert_eq!(*counts.lock().unwrap(), (1, 1));
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
